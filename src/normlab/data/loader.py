@@ -1,0 +1,118 @@
+"""A fast in-memory batch loader: one tensor per field, batches by indexing.
+
+The book's pattern (a per-sample `Dataset` in a `DataLoader`) converts every image in Python;
+here the whole set is one uint8 tensor and each batch is made by one indexing op, one
+conversion to float and, when asked, one bilinear resize (see benchmarks/data_loading.py).
+
+Epoch e's order is `randperm(N)` from a generator seeded with (seed, e), so the order of any
+epoch can be recomputed: a resumed run sees exactly the batches it would have seen, and
+`set_epoch` (as with torch's DistributedSampler) picks the epoch explicitly.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # Mix seed and epoch into one 63-bit seed; neighbouring (seed, epoch) pairs stay distinct.
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
+
+
+class TensorLoader:
+    """Iterate over `(tensors[0][idx], tensors[1][idx], ...)` in batches of `batch_size`.
+
+    Args:
+        tensors: equal-length tensors (dim 0 indexes examples), e.g. uint8 images and labels.
+        batch_size: examples per batch; the last batch is smaller unless `drop_last`.
+        shuffle: a new permutation each epoch (seeded); otherwise the stored order.
+        seed: seed of the epoch permutations; None draws one from torch's global generator,
+            so `torch.manual_seed` makes the order reproducible too.
+        transform: applied to each batch of the first tensor (e.g. uint8 -> float, resize).
+        device: where batches are made; the tensors are moved there once.
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False, seed: int | None = None,
+                 transform: Transform | None = None, device: torch.device | str | None = None):
+        if not tensors:
+            raise ValueError("TensorLoader needs at least one tensor")
+        n = len(tensors[0])
+        if any(len(t) != n for t in tensors):
+            raise ValueError(f"tensors differ in length: {[len(t) for t in tensors]}; dim 0 must index examples")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.device = torch.device(device) if device is not None else tensors[0].device
+        self.tensors = tuple(t.to(self.device) for t in tensors)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed = int(torch.randint(2**62, (1,)).item()) if seed is None else int(seed)
+        self.transform = transform
+        self.epoch = 0
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.tensors[0])
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        n, b = self.num_examples, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration use epoch `epoch`'s permutation."""
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The example indices of epoch `epoch`, in the order they are served."""
+        n = self.num_examples
+        if not self.shuffle:
+            return torch.arange(n)
+        return torch.randperm(n, generator=_epoch_generator(self.seed, epoch))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = self.order(self.epoch).to(self.device)
+        self.epoch += 1  # the next `for` loop is the next epoch
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            batch = [t[idx] for t in self.tensors]
+            if self.transform is not None:
+                batch[0] = self.transform(batch[0])
+            yield tuple(batch)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_examples={self.num_examples}, batch_size={self.batch_size}, "
+                f"batches={len(self)}, shuffle={self.shuffle}, seed={self.seed}, device={self.device})")
+
+
+class ImageTransform:
+    """uint8 images (N, H, W) -> float32 (N, 1, H', W') in [0, 1], optionally resized and standardized.
+
+    `resize` uses bilinear interpolation (align_corners=False), as the book's
+    `transforms.Resize` does for the 224×224 (AlexNet, VGG, NiN) and 96×96 (GoogLeNet,
+    ResNet) inputs. With `mean`/`std`, the output is `(x - mean) / std`.
+    """
+
+    def __init__(self, resize: int | tuple[int, int] | None = None,
+                 mean: float | None = None, std: float | None = None):
+        if isinstance(resize, int):
+            resize = (resize, resize)
+        if resize is not None and (len(resize) != 2 or min(resize) < 1):
+            raise ValueError(f"resize must be a positive int or (height, width), got {resize!r}")
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        self.resize, self.mean, self.std = resize, mean, std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.unsqueeze(1).to(torch.float32).div_(255)  # (N, H, W) uint8 -> (N, 1, H, W) in [0, 1]
+        if self.resize is not None and tuple(x.shape[-2:]) != self.resize:
+            x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False)
+        if self.mean is not None:
+            x = x.sub_(self.mean).div_(self.std)
+        return x
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(resize={self.resize}, mean={self.mean}, std={self.std})"
