@@ -16,6 +16,7 @@ its decompressed content instead, so both prove the same bytes.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -190,16 +191,19 @@ def download_file(url: str, dest: Path, resource: Resource, timeout: float = 60.
     Nothing is left at `dest` (or beside it) unless the MD5 matched.
     """
     with atomic_open(dest, "wb") as f:
-        digest = hashlib.md5()
+        digest, received = hashlib.md5(), 0
         with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None, leave=False) as bar:
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
                     f.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
+        if total is not None and received != total:
+            raise OSError(f"transfer cut off after {received} of {total} bytes")
         if digest.hexdigest() != resource.md5:
-            raise ChecksumError(f"{url}: MD5 mismatch: got {digest.hexdigest()}, expected {resource.md5}")
+            raise ChecksumError(f"MD5 mismatch: got {digest.hexdigest()}, expected {resource.md5}")
     return dest
 
 
@@ -224,7 +228,7 @@ def fetch(info: DatasetInfo, root=None, resources=None) -> Path:
             try:
                 download_file(url, folder / resource.filename, resource)
                 break
-            except (OSError, ChecksumError) as e:  # URLError and timeouts are OSErrors
+            except (OSError, http.client.HTTPException, ChecksumError) as e:  # URLError, timeouts: OSError; cut transfer: IncompleteRead
                 errors.append(f"  {url}: {e}")
         else:
             raise DownloadError(

@@ -62,3 +62,30 @@ def load_poly_regression(batch_size: int = 10, n: int = 1000, w: Sequence[float]
     """`make_poly_regression` then `split_loaders`, with one seed for both."""
     features, labels = make_poly_regression(n, w, bias, deg, noise, seed)
     return split_loaders(features, labels, batch_size, train_fraction, seed)
+
+
+def write_idx_dataset(folder, info, n_train: int = 20, n_test: int = 10, seed: int = 0, gz: bool = True,
+                      num_classes: int = 10):
+    """Write a tiny random dataset under `info`'s file names into `folder` (for tests and demos).
+
+    Returns a copy of `info` whose checksums are those of the written files, so it verifies
+    exactly as the real dataset does. With `gz=False` the files are stored uncompressed.
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    from normlab.data.fashion_mnist import Resource, md5_of
+    from normlab.data.idx import idx_bytes, write_idx
+
+    folder = Path(folder)
+    generator = torch.Generator().manual_seed(seed)
+    h, w = info.image_size
+    resources = []
+    for resource, n, is_images in zip(info.resources, (n_train, n_train, n_test, n_test), (True, False) * 2):
+        tensor = (torch.randint(0, 256, (n, h, w), generator=generator, dtype=torch.uint8) if is_images
+                  else torch.randint(0, num_classes, (n,), generator=generator, dtype=torch.uint8))
+        name = resource.filename if gz else resource.raw_name
+        path = write_idx(folder / name, tensor)
+        raw = idx_bytes(tensor)
+        resources.append(Resource(resource.filename, md5_of(path.read_bytes()) if gz else "", md5_of(raw)))
+    return replace(info, train=tuple(resources[:2]), test=tuple(resources[2:]), num_train=n_train, num_test=n_test)
