@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("dataset", nargs="?", default="fashion-mnist", choices=choices)
         elif name in ("verify", "fetch"):
             sub.add_argument("datasets", nargs="*", type=_dataset_key, metavar="DATASET",
-                             help=f"one of {', '.join(choices)} (default: {'all found' if name == 'verify' else 'fashion-mnist'})")
+                             help=f"one of {', '.join(choices)} "
+                                  f"(default: {'all found' if name == 'verify' else 'fashion-mnist'})")
         sub.set_defaults(func=func)
     return parser
 

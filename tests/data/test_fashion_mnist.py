@@ -7,7 +7,7 @@ import torch
 
 from normlab.data import (FASHION_MNIST, MNIST, ChecksumError, CorruptFileError, DatasetNotFoundError,
                           FashionMNIST, load_dataset)
-from normlab.data.idx import idx_bytes, write_idx
+from normlab.data.idx import write_idx
 from normlab.data.synthetic import write_idx_dataset
 
 

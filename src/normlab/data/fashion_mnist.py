@@ -228,7 +228,8 @@ def fetch(info: DatasetInfo, root=None, resources=None) -> Path:
             try:
                 download_file(url, folder / resource.filename, resource)
                 break
-            except (OSError, http.client.HTTPException, ChecksumError) as e:  # URLError, timeouts: OSError; cut transfer: IncompleteRead
+            # URLError, timeouts and cut transfers are OSErrors; a malformed response is an HTTPException
+            except (OSError, http.client.HTTPException, ChecksumError) as e:
                 errors.append(f"  {url}: {e}")
         else:
             raise DownloadError(
@@ -291,7 +292,8 @@ class FashionMNIST(torch.utils.data.Dataset):
             raise CorruptFileError(f"{image_file}: expected uint8 images of N×{info.image_size[0]}×{info.image_size[1]}, "
                                    f"got {images.dtype} of shape {tuple(images.shape)}")
         if labels.dtype != torch.uint8 or labels.dim() != 1:
-            raise CorruptFileError(f"{label_file}: expected a 1-D uint8 label vector, got {labels.dtype} of shape {tuple(labels.shape)}")
+            raise CorruptFileError(f"{label_file}: expected a 1-D uint8 label vector, "
+                                   f"got {labels.dtype} of shape {tuple(labels.shape)}")
         if len(images) != len(labels):
             raise CorruptFileError(f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels; "
                                    "the two files are from different releases or one is damaged")

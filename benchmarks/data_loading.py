@@ -1,0 +1,103 @@
+"""Examples/sec for one epoch of Fashion-MNIST: normlab's loader against the book's pattern.
+
+The book's pattern (d2l.load_data_fashion_mnist) is torchvision's FashionMNIST with
+`transforms.ToTensor()` in a `DataLoader(..., shuffle=True, num_workers=4)`: every image becomes
+a PIL image, then a tensor, one at a time, and the batches are collated in Python. It is restated
+here without torchvision (which does not import beside this torch): the same per-sample steps.
+normlab keeps the set as one uint8 tensor and makes each batch with one indexing op.
+
+Both read the same in-memory data; variants run interleaved in rounds and the medians are
+reported, since this machine has bursts in which everything runs several times slower.
+
+    python benchmarks/data_loading.py                 # batch 256, 5 rounds
+    python benchmarks/data_loading.py --resize 96 --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from normlab.data import FashionMNIST, load_fashion_mnist
+
+try:
+    from PIL import Image
+except ImportError:  # pillow comes with matplotlib (the [plot] extra)
+    Image = None
+
+
+def to_tensor(pic) -> torch.Tensor:
+    """torchvision's ToTensor for a mode-L PIL image: (H, W) uint8 -> (1, H, W) float in [0, 1]."""
+    array = np.array(pic, np.uint8, copy=True)
+    return torch.from_numpy(array).view(pic.size[1], pic.size[0], 1).permute(2, 0, 1).contiguous().float().div(255)
+
+
+class BookFashionMNIST(torch.utils.data.Dataset):
+    """torchvision.datasets.FashionMNIST's per-sample __getitem__, with ToTensor (and Resize)."""
+
+    def __init__(self, data: torch.Tensor, targets: torch.Tensor, resize: int | None = None):
+        self.data, self.targets, self.resize = data, targets, resize
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        image, target = self.data[i], int(self.targets[i])
+        if Image is None:  # no pillow: the same per-sample work minus the PIL round trip
+            x = image.unsqueeze(0).float().div(255)
+        else:
+            pic = Image.fromarray(image.numpy(), mode="L")
+            if self.resize:
+                pic = pic.resize((self.resize, self.resize), Image.BILINEAR)
+            x = to_tensor(pic)
+        if self.resize and Image is None:
+            x = F.interpolate(x[None], size=(self.resize, self.resize), mode="bilinear")[0]
+        return x, target
+
+
+def epoch_seconds(loader) -> float:
+    t0 = time.perf_counter()
+    for X, y in loader:
+        pass  # the batch exists; that is all a loader owes
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--resize", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, nargs="+", default=[4, 0],
+                        help="DataLoader workers of the book's pattern (the book uses 4)")
+    args = parser.parse_args()
+
+    train = FashionMNIST(train=True)
+    normlab_iter, _ = load_fashion_mnist(args.batch_size, resize=args.resize, seed=0)
+    book = BookFashionMNIST(train.data, train.targets, args.resize)
+    variants = {"normlab": normlab_iter}
+    for w in args.workers:
+        variants[f"book, {w} workers"] = torch.utils.data.DataLoader(
+            book, args.batch_size, shuffle=True, num_workers=w)
+
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name, loader in variants.items():  # interleaved: a slow burst hits every variant alike
+            times[name].append(epoch_seconds(loader))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()), flush=True)
+
+    n = len(train)
+    normlab_s = statistics.median(times["normlab"])
+    print(f"\nFashion-MNIST train, one epoch, batch {args.batch_size}, resize {args.resize}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, pillow {'yes' if Image else 'no'}")
+    print(f"{'loader':<20} {'median s':>9} {'examples/sec':>13} {'normlab speed-up':>17}")
+    for name, t in times.items():
+        s = statistics.median(t)
+        print(f"{name:<20} {s:>9.3f} {n / s:>13,.0f} {s / normlab_s:>16.1f}×")
+
+
+if __name__ == "__main__":
+    main()
