@@ -87,6 +87,14 @@ def test_wrong_checksum_names_file_and_fix(tiny):
     assert str(path) in str(info.value) and "download=True" in str(info.value)
 
 
+def test_damaged_system_copy_says_reinstall(tmp_path):
+    info = write_idx_dataset(tmp_path / "usr-share", replace(FASHION_MNIST, system_dirs=(str(tmp_path / "usr-share"),)))
+    write_idx(tmp_path / "usr-share" / "train-labels-idx1-ubyte.gz", torch.zeros(20, dtype=torch.uint8))
+    with pytest.raises(ChecksumError, match="MD5 mismatch") as raised:
+        tiny_class(info)()
+    assert "apt-get install --reinstall dataset-fashion-mnist" in str(raised.value)
+
+
 def test_checksums_can_be_skipped_for_own_data(tiny):
     cls, folder = tiny
     write_idx(folder / "train-labels-idx1-ubyte.gz", torch.full((20,), 4, dtype=torch.uint8))

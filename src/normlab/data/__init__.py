@@ -8,6 +8,7 @@ from normlab.data.fashion_mnist import (
     DatasetNotFoundError,
     DownloadError,
     FashionMNIST,
+    IdxImageDataset,
     MNIST,
     Resource,
     fetch,
@@ -22,7 +23,7 @@ from normlab.data.synthetic import load_poly_regression, make_poly_regression, s
 
 __all__ = [
     "DATASETS", "FASHION_MNIST", "MNIST_INFO", "ChecksumError", "CorruptFileError", "DataError",
-    "DatasetInfo", "DatasetNotFoundError", "DownloadError", "FashionMNIST", "ImageTransform", "MNIST",
+    "DatasetInfo", "DatasetNotFoundError", "DownloadError", "FashionMNIST", "IdxImageDataset", "ImageTransform", "MNIST",
     "Resource", "TensorLoader", "fetch", "load_dataset", "load_fashion_mnist", "load_mnist",
     "load_poly_regression", "make_poly_regression", "pixel_mean_std", "read_idx", "split_loaders",
     "write_idx",

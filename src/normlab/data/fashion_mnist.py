@@ -66,7 +66,7 @@ class DatasetInfo:
     num_test: int
     image_size: tuple[int, int] = (28, 28)
     system_dirs: tuple[str, ...] = ()  # where a distribution package installs it
-    install_hint: str = ""        # how to get it from the system's package manager
+    system_package: str = ""      # that package's name (Debian's)
 
     @property
     def resources(self) -> tuple[Resource, ...]:
@@ -87,7 +87,7 @@ FASHION_MNIST = DatasetInfo(
     num_train=60000,
     num_test=10000,
     system_dirs=("/usr/share/datasets/fashion-mnist",),
-    install_hint="`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)",
+    system_package="dataset-fashion-mnist",
 )
 
 MNIST_INFO = DatasetInfo(
@@ -241,7 +241,7 @@ def fetch(info: DatasetInfo, root=None, resources=None) -> Path:
 
 
 def _fix_hint(info: DatasetInfo) -> str:
-    ways = [info.install_hint] if info.install_hint else []
+    ways = [f"`apt-get install {info.system_package}` (Debian/Ubuntu)"] if info.system_package else []
     ways += ["download=True (`normlab data fetch " + info.dirname + "`) on a machine with internet",
              "NORMLAB_DATA=/path/to/a/folder holding " + ", ".join(r.filename for r in info.resources)]
     return "Fix: " + "; or ".join(ways) + "."
@@ -249,8 +249,10 @@ def _fix_hint(info: DatasetInfo) -> str:
 
 # ---------------------------------------------------------------- the dataset
 
-class FashionMNIST(torch.utils.data.Dataset):
-    """Fashion-MNIST as two in-memory tensors: `data` (N, 28, 28) uint8 and `targets` (N,) int64.
+class IdxImageDataset(torch.utils.data.Dataset):
+    """An MNIST-style dataset as two in-memory tensors: `data` (N, 28, 28) uint8, `targets` (N,) int64.
+
+    Subclasses name their files and checksums (`info`) and their `classes`.
 
     Args:
         root: a folder to look in first (see the module docstring for the full lookup order).
@@ -262,9 +264,8 @@ class FashionMNIST(torch.utils.data.Dataset):
     torchvision dataset with ToTensor does; the loaders use the tensors directly.
     """
 
-    info = FASHION_MNIST
-    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # Zalando's names, label order
+    info: DatasetInfo
+    classes: list[str]
 
     def __init__(self, root=None, train: bool = True, download: bool = False, verify: bool = True):
         info = self.info
@@ -282,8 +283,15 @@ class FashionMNIST(torch.utils.data.Dataset):
         self.source, self.folder = found
         self.train = train
         self.files = [find_file(self.folder, r) for r in resources]
-        images, labels = (parse_idx(verified_content(path, r, verify)[0], str(path))
-                          for path, r in zip(self.files, resources))
+        try:
+            images, labels = (parse_idx(verified_content(path, r, verify)[0], str(path))
+                              for path, r in zip(self.files, resources))
+        except CorruptFileError as e:
+            if self.source != "system":
+                raise
+            # A file the package manager owns: reinstalling is the fix, not deleting it.
+            raise type(e)(f"{e}\nThis copy belongs to the system package; restore it with "
+                          f"`apt-get install --reinstall {info.system_package}`.") from None
         self.data, self.targets = self._check(images, labels, verify)
 
     def _check(self, images: torch.Tensor, labels: torch.Tensor, verify: bool):
@@ -315,8 +323,20 @@ class FashionMNIST(torch.utils.data.Dataset):
         return f"{type(self).__name__}({split}, {len(self)} images, from {self.folder} [{self.source}])"
 
 
-class MNIST(FashionMNIST):
-    """MNIST (LeCun et al., 1998), with the same interface as FashionMNIST."""
+class FashionMNIST(IdxImageDataset):
+    """Fashion-MNIST (Xiao et al., 2017): 60000 + 10000 grey 28×28 images of ten kinds of clothing.
+
+    `FashionMNIST(root=None, train=True, download=False, verify=True)`; see IdxImageDataset.
+    """
+
+    info = FASHION_MNIST
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # Zalando's names, label order
+
+
+class MNIST(IdxImageDataset):
+    """MNIST (LeCun et al., 1998): 60000 + 10000 grey 28×28 handwritten digits; see IdxImageDataset."""
+
 
     info = MNIST_INFO
     classes = [str(digit) for digit in range(10)]
@@ -328,7 +348,7 @@ def pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:
     return float(x.mean()), float(x.std(correction=0))
 
 
-def load_dataset(dataset: type[FashionMNIST], batch_size: int, resize=None, root=None, shuffle: bool = True,
+def load_dataset(dataset: type[IdxImageDataset], batch_size: int, resize=None, root=None, shuffle: bool = True,
                  drop_last: bool = False, seed: int | None = None, normalize: bool = False, device=None,
                  download: bool = False) -> tuple[TensorLoader, TensorLoader]:
     """`(train_iter, test_iter)` for `dataset`; see `load_fashion_mnist`."""
