@@ -38,38 +38,46 @@ def _channel_view(v: Tensor, ndim: int) -> Tensor:
 
 
 def _rows_by_channel(t: Tensor) -> Tensor | None:
-    """(M, C) view of a channels-last tensor (N, *, C in memory), or None if it is not one."""
-    moved = t.movedim(1, -1)  # (N, *, C): contiguous exactly when t is channels-last (or 2-D)
+    """(M, C) view of a 2-D or channels-last tensor (C fastest in memory), else None."""
+    if t.dim() > 2 and t.is_contiguous():
+        return None  # plain (N, C, *) layout, also when the spatial dims are all 1
+    moved = t.movedim(1, -1)  # (N, *, C): contiguous exactly when C is the fastest dim
     return moved.reshape(-1, t.shape[1]) if moved.is_contiguous() else None
 
 
-def _channel_sums(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel Σa and Σa·b over every dim but 1, without materializing a·b when possible.
+def _channel_sum(a: Tensor) -> Tensor:
+    """Σa per channel over every dim but 1: (N, C, *) -> (C,)."""
+    rows = _rows_by_channel(a)
+    if rows is not None:
+        return rows.sum(0)
+    return a.reshape(a.shape[0], a.shape[1], _prod(a.shape[2:])).sum((0, 2))
 
-    a, b: (N, C, *). Returns two (C,) tensors. Contiguous input: Σa·b for each (n, c) row is a
-    batch of N·C dot products (one BLAS call reading a and b once); channels-last input: rows
-    of C values, reduced along dim 0.
+
+def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σa·b per channel over every dim but 1: (N, C, *) twice -> (C,).
+
+    Plain layout: the N·C rows of length L = ∏spatial are a batch of dot products, one BLAS
+    call that reads a and b once and writes nothing big. Channels-last: a·b, summed by rows.
     """
-    N, C = a.shape[0], a.shape[1]
-    a_rows = _rows_by_channel(a)
-    if a_rows is not None and a.dim() > 2 and a.is_contiguous():
-        a_rows = None  # (N, C, 1, ...) is both layouts; the contiguous path is cheaper
-    if a_rows is not None:  # 2-D (N, C) or channels-last: (M, C)
-        b_rows = b.movedim(1, -1).reshape(-1, C)
-        return a_rows.sum(0), (a_rows * b_rows).sum(0)
-    a3, b3 = a.reshape(N, C, -1), b.reshape(N, C, -1)  # (N, C, L), a view when contiguous
-    L = a3.shape[2]
-    dots = torch.bmm(a3.reshape(N * C, 1, L), b3.reshape(N * C, L, 1))  # (N·C, 1, 1)
-    return a3.sum((0, 2)), dots.view(N, C).sum(0)
+    rows_a = _rows_by_channel(a)
+    if rows_a is not None:
+        return (rows_a * b.movedim(1, -1).reshape(rows_a.shape)).sum(0)
+    N, C, L = a.shape[0], a.shape[1], _prod(a.shape[2:])
+    dots = torch.bmm(a.reshape(N * C, 1, L), b.reshape(N * C, L, 1))  # (N·C, 1, 1)
+    return dots.view(N, C).sum(0)
 
 
 def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Biased per-channel mean and variance of x (N, C, *) in one pass of sums, without grad."""
+    """Per-channel mean and biased variance of x (N, C, *), without grad.
+
+    Two passes, as torch does, so that a large mean does not cancel the variance's digits:
+    mean = Σx/M, then var = Σ(x − mean)²/M.
+    """
     with torch.no_grad():
         M = x.numel() // x.shape[1]
-        sum_x, sum_xx = _channel_sums(x, x)
-        mean = sum_x / M
-        var = (sum_xx / M - mean * mean).clamp_min_(0)  # rounding can dip just below 0
+        mean = _channel_sum(x) / M
+        centred = x - _channel_view(mean, x.dim())
+        var = _channel_dot(centred, centred) / M
     return mean, var
 
 
@@ -92,6 +100,7 @@ class _BatchNormFunction(torch.autograd.Function):
         y = torch.addcmul(_channel_view(shift, x.dim()), xc, _channel_view(scale, x.dim()))
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.training, ctx.eps = training, eps
+        ctx.bias_dtype = None if bias is None else bias.dtype
         return y.to(x.dtype)
 
     @staticmethod
@@ -101,31 +110,31 @@ class _BatchNormFunction(torch.autograd.Function):
             # create_graph=True: the statistics must be functions of x for second derivatives.
             mean, invstd = _stats_with_grad(x.to(mean.dtype), ctx.eps)
         dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, ctx.training,
-                                                  ctx.needs_input_grad[:3])
+                                                  ctx.needs_input_grad[:3], ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None
 
 
-def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
+def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs, bias_dtype):
     """Closed-form gradients (see the module docstring); sums are per channel over M values."""
     ndim, cdtype = x.dim(), mean.dtype
     M = x.numel() // x.shape[1]
-    dyc, xc = dy.to(cdtype), x.to(cdtype)
-    sum_dy, sum_dy_x = _channel_sums(dyc, xc)
-    sum_dy_xhat = (sum_dy_x - mean * sum_dy) * invstd  # Σ dy·x̂
+    dyc = dy.to(cdtype)
+    sum_dy = _channel_sum(dyc)
     k1 = invstd if weight is None else weight.to(cdtype) * invstd  # γ·invstd
-    dx = None
-    if needs[0]:
-        if training:
-            # dx = k1·dy + k2·x + k3: the centring of dy and x̂ folded into per-channel terms.
-            k2 = -k1 * invstd * sum_dy_xhat / M
-            k3 = -k1 * sum_dy / M - k2 * mean
-            dx = torch.addcmul(_channel_view(k3, ndim), dyc, _channel_view(k1, ndim))
-            dx = dx.addcmul_(xc, _channel_view(k2, ndim))
-        else:
-            dx = dyc * _channel_view(k1, ndim)
-        dx = dx.to(x.dtype)
+    dx = sum_dy_xhat = centred = None
+    if needs[1] or (needs[0] and training):
+        centred = x.to(cdtype) - _channel_view(mean, ndim)  # x − mean, exact where x ≈ mean
+        sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σ dy·x̂
+    if needs[0] and training:
+        # dx = k1·dy + k2·(x − mean) + k3: the centring of dy and x̂ as per-channel terms.
+        k2 = -k1 * invstd * sum_dy_xhat / M
+        k3 = -k1 * sum_dy / M
+        dx = torch.addcmul(_channel_view(k3, ndim), dyc, _channel_view(k1, ndim))
+        dx = dx.addcmul_(centred, _channel_view(k2, ndim)).to(x.dtype)
+    elif needs[0]:
+        dx = (dyc * _channel_view(k1, ndim)).to(x.dtype)
     dweight = sum_dy_xhat.to(weight.dtype) if needs[1] else None
-    dbias = sum_dy.to(dy.dtype if weight is None else weight.dtype) if needs[2] else None
+    dbias = sum_dy.to(bias_dtype) if needs[2] else None
     return dx, dweight, dbias
 
 
@@ -263,7 +272,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
             raise RuntimeError(
                 f"Expected {name} to be a vector of size equal to the number of channels in "
                 f"input, but got {name} of shape {list(v.shape)} and input of shape {shape}")
-    x = input.reshape(1, N * num_groups, -1)  # (1, N·G, C/G·∏spatial)
+    x = input.reshape(1, N * num_groups, C // num_groups * _prod(shape[2:]))  # (1, N·G, C/G·∏spatial)
     y = _batch_norm(x, None, None, None, None, True, 0.0, eps).view(input.shape)
     return _affine(y, weight, bias, lambda v: _channel_view(v, input.dim()))
 
