@@ -10,7 +10,7 @@ taken over all other dims (M = N·∏spatial values per channel):
 and its backward is the closed form (x̂ = (x − mean)·invstd; sums run over the M values):
 
     ∂L/∂β = Σ dy        ∂L/∂γ = Σ dy·x̂ = invstd·(Σ dy·x − mean·Σ dy)
-    ∂L/∂x = γ·invstd·(dy − Σdy/M − x̂·Σ dy·x̂/M)              (training: statistics depend on x)
+    ∂L/∂x = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M)               (training: statistics depend on x)
     ∂L/∂x = γ·invstd·dy                                        (eval: running statistics)
 
 The other norms are batch norm on a reshaped view: instance norm treats each (sample, channel)
@@ -67,8 +67,8 @@ def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
     return dots.view(N, C).sum(0)
 
 
-def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance of x (N, C, *), without grad.
+def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel mean, biased variance and x − mean for x (N, C, *), without grad.
 
     Two passes, as torch does, so that a large mean does not cancel the variance's digits:
     mean = Σx/M, then var = Σ(x − mean)²/M.
@@ -78,7 +78,7 @@ def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
         mean = _channel_sum(x) / M
         centred = x - _channel_view(mean, x.dim())
         var = _channel_dot(centred, centred) / M
-    return mean, var
+    return mean, var, centred
 
 
 def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -89,15 +89,22 @@ def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 
 
 class _BatchNormFunction(torch.autograd.Function):
-    """y = x·scale + shift with the closed-form backward; mean/invstd come in precomputed."""
+    """y = (x − mean)·scale + β with the closed-form backward; the statistics come precomputed.
+
+    Training passes `centred` = x − mean (already made for the variance), so y is one fused
+    op, centred·scale + β. Eval folds the mean into the shift as torch does:
+    y = x·scale + (β − mean·scale).
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean, invstd, training: bool, eps: float):
-        xc = x.to(_compute_dtype(x))
-        scale = invstd if weight is None else weight.to(xc.dtype) * invstd
-        shift = -mean * scale if bias is None else bias.to(xc.dtype) - mean * scale
-        # One fused op: x·scale + shift, with the per-channel (C,) vectors broadcast.
-        y = torch.addcmul(_channel_view(shift, x.dim()), xc, _channel_view(scale, x.dim()))
+    def forward(ctx, x, weight, bias, mean, invstd, centred, training: bool, eps: float):
+        cdtype = _compute_dtype(x)
+        scale = invstd if weight is None else weight.to(cdtype) * invstd
+        shift = torch.zeros_like(scale) if bias is None else bias.to(cdtype).expand_as(scale)
+        if centred is None:  # eval: fold the running mean into the shift
+            centred, shift = x.to(cdtype), shift - mean * scale
+        # One fused op, the per-channel (C,) vectors broadcast over (N, C, *).
+        y = torch.addcmul(_channel_view(shift, x.dim()), centred, _channel_view(scale, x.dim()))
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -111,7 +118,7 @@ class _BatchNormFunction(torch.autograd.Function):
             mean, invstd = _stats_with_grad(x.to(mean.dtype), ctx.eps)
         dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, ctx.training,
                                                   ctx.needs_input_grad[:3], ctx.bias_dtype)
-        return dx, dweight, dbias, None, None, None, None
+        return dx, dweight, dbias, None, None, None, None, None
 
 
 def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs, bias_dtype):
@@ -126,11 +133,12 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs, bias_dtyp
         centred = x.to(cdtype) - _channel_view(mean, ndim)  # x − mean, exact where x ≈ mean
         sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σ dy·x̂
     if needs[0] and training:
-        # dx = k1·dy + k2·(x − mean) + k3: the centring of dy and x̂ as per-channel terms.
-        k2 = -k1 * invstd * sum_dy_xhat / M
-        k3 = -k1 * sum_dy / M
-        dx = torch.addcmul(_channel_view(k3, ndim), dyc, _channel_view(k1, ndim))
-        dx = dx.addcmul_(centred, _channel_view(k2, ndim)).to(x.dtype)
+        # dx = γ·invstd·(dy − Σdy/M − (x − mean)·invstd²·Σdy·(x − mean)/M), in torch's order:
+        # subtract first, scale last, so that dx is exactly 0 where dy and x are constant.
+        c2 = invstd * sum_dy_xhat / M
+        dx = torch.sub(dyc, _channel_view(sum_dy / M, ndim))
+        dx = dx.addcmul_(centred, _channel_view(-c2, ndim)).mul_(_channel_view(k1, ndim))
+        dx = dx.to(x.dtype)
     elif needs[0]:
         dx = (dyc * _channel_view(k1, ndim)).to(x.dtype)
     dweight = sum_dy_xhat.to(weight.dtype) if needs[1] else None
@@ -156,8 +164,9 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         M = x.numel() // C
         if M == 0:  # empty batch: nothing to average; the running statistics stay as they are
             mean, var = x.new_zeros(C, dtype=cdtype), x.new_ones(C, dtype=cdtype)
+            centred = x.to(cdtype)
         else:
-            mean, var = _batch_stats(x.to(cdtype))
+            mean, var, centred = _batch_stats(x.to(cdtype))
             if running_mean is not None:
                 _update_running(running_mean, mean, momentum)
             if running_var is not None:  # the running estimate takes the unbiased variance
@@ -166,8 +175,9 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         if running_mean is None or running_var is None:
             raise RuntimeError("running_mean must be defined in evaluation mode")
         mean, var = running_mean.to(cdtype).clone(), running_var.to(cdtype)
+        centred = None
     invstd = (var + eps).rsqrt()
-    return _BatchNormFunction.apply(x, weight, bias, mean, invstd, training, eps)
+    return _BatchNormFunction.apply(x, weight, bias, mean, invstd, centred, training, eps)
 
 
 def _check_vector(name: str, v: Tensor | None, C: int) -> None:
