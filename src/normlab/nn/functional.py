@@ -133,12 +133,14 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs, bias_dtyp
         centred = x.to(cdtype) - _channel_view(mean, ndim)  # x − mean, exact where x ≈ mean
         sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σ dy·x̂
     if needs[0] and training:
-        # dx = γ·invstd·(dy − Σdy/M − (x − mean)·invstd²·Σdy·(x − mean)/M), in torch's order:
-        # subtract first, scale last, so that dx is exactly 0 where dy and x are constant.
+        # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2), c2 = invstd²·Σdy·(x − mean)/M, in torch's
+        # order (subtract first, scale last: dx is exactly 0 where dy and x are constant).
+        # Written into the `centred` buffer, sparing an allocation, unless this backward is
+        # itself being differentiated (then autograd needs `centred` intact).
         c2 = invstd * sum_dy_xhat / M
-        dx = torch.sub(dyc, _channel_view(sum_dy / M, ndim))
-        dx = dx.addcmul_(centred, _channel_view(-c2, ndim)).mul_(_channel_view(k1, ndim))
-        dx = dx.to(x.dtype)
+        dx = torch.addcmul(_channel_view(-sum_dy / M, ndim), centred, _channel_view(-c2, ndim),
+                           out=None if torch.is_grad_enabled() else centred)
+        dx = dx.add_(dyc).mul_(_channel_view(k1, ndim)).to(x.dtype)
     elif needs[0]:
         dx = (dyc * _channel_view(k1, ndim)).to(x.dtype)
     dweight = sum_dy_xhat.to(weight.dtype) if needs[1] else None
