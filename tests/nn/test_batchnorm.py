@@ -303,3 +303,20 @@ def test_batch_of_one_with_spatial_dims_trains():
     x = torch.randn(1, 3, 2, 1)
     assert_close(ours(x), ref(x), "output")
     assert_state_equal(ours, ref, "N=1")
+
+
+def test_torch_compile_traces_without_graph_breaks():
+    """fullgraph=True fails on any graph break; aot_eager traces forward and backward through
+    dynamo and AOTAutograd without needing a C++ compiler."""
+    ours = nl.BatchNorm2d(3, dtype=torch.float64)
+    ref = torch.nn.BatchNorm2d(3, dtype=torch.float64)
+    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
+    for mode in ("train", "train", "eval"):
+        ours.train(mode == "train"), ref.train(mode == "train")
+        x = torch.randn(4, 3, 5, 5, dtype=torch.float64) * 2 + 1
+        x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y_ours, y_ref = compiled(x_ours), ref(x_ref)
+        assert_close(y_ours, y_ref, f"{mode}: output")
+        y_ours.pow(2).sum().backward(), y_ref.pow(2).sum().backward()
+        assert_close(x_ours.grad, x_ref.grad, f"{mode}: input grad")
+        assert_state_equal(ours, ref, mode)
