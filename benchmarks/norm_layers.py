@@ -7,9 +7,10 @@ a shared machine hits every variant alike), the median of:
 for normlab.nn.BatchNorm*d, torch.nn.BatchNorm*d (native kernels) and the book's layer
 (D2LBatchNorm), eager and under torch.compile, and prints each as a ratio to torch's eager time.
 
-The ideal time comes from this machine's memory bandwidth, measured here with a large copy:
-training forward reads x twice and writes y, backward reads x and dy twice and writes dx
-(8 tensor passes); eval reads x once and writes y (2 passes).
+The ideal time comes from this machine's memory bandwidth, measured here by copying a tensor of
+the shape's own size (so shapes that fit in cache get the cache's bandwidth): training forward
+reads x twice and writes y, backward reads x and dy twice and writes dx (8 tensor passes);
+eval reads x once and writes y (2 passes).
 
     python benchmarks/norm_layers.py            # all shapes, eager and compiled
     python benchmarks/norm_layers.py --quick    # fewer rounds, small shapes, eager only
@@ -66,8 +67,8 @@ def per_call(fn, min_seconds: float) -> float:
             return elapsed / calls
 
 
-def bandwidth(numel: int = 32 * 2**20, repeats: int = 7) -> float:
-    """Bytes per second of a large float32 copy (read + write), median of repeats."""
+def bandwidth(numel: int = 32 * 2**20, repeats: int = 21) -> float:
+    """Bytes per second of a float32 copy of numel values (read + write), median of repeats."""
     src, dst = torch.randn(numel), torch.empty(numel)
     dst.copy_(src)
     times = []
@@ -107,10 +108,12 @@ def bench_shape(shape, rounds: int, min_seconds: float, compile_too: bool):
     return {key: statistics.median(ts) for key, ts in times.items()}
 
 
-def report(shape, medians, bytes_per_s):
+def report(shape, medians):
     nbytes = torch.Size(shape).numel() * 4
+    bytes_per_s = bandwidth(torch.Size(shape).numel())
     ideal = {"train": 8 * nbytes / bytes_per_s, "eval": 2 * nbytes / bytes_per_s}
-    print(f"\n### {tuple(shape)}  ({nbytes / 2**20:.1f} MiB per tensor)\n")
+    print(f"\n### {tuple(shape)}  ({nbytes / 2**20:.1f} MiB per tensor, "
+          f"copy bandwidth {bytes_per_s / 1e9:.1f} GB/s)\n")
     print("| mode | torch eager | ideal | normlab eager | normlab compiled | torch compiled "
           "| book eager | book compiled |")
     print("|---|---|---|---|---|---|---|---|")
@@ -146,12 +149,12 @@ def main(argv=None):
     bytes_per_s = bandwidth()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, copy bandwidth {bytes_per_s / 1e9:.1f} GB/s "
-          f"(read + write)")
+          f"(read + write, 128 MiB)")
     print("allocator: " + ", ".join(f"{v}={os.environ.get(v, '(unset)')}" for v in MALLOC_VARS))
     print(f"{rounds} interleaved rounds, ≥{min_seconds}s per measurement, medians; ratios are "
           "time / torch eager time (lower is faster); ideal = bandwidth-bound time / torch eager")
     for shape in shapes:
-        report(shape, bench_shape(shape, rounds, min_seconds, compile_too), bytes_per_s)
+        report(shape, bench_shape(shape, rounds, min_seconds, compile_too))
 
 
 if __name__ == "__main__":

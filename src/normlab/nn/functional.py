@@ -83,7 +83,7 @@ def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
     """
     rows = _rows_by_channel(a)
     if rows is not None:  # (M, C): slices of rows, reduced along dim 0
-        pairs, dims = (rows, b.movedim(1, -1).reshape(rows.shape)), (0,)
+        pairs, dims = (rows, b if a.dim() == 2 else b.movedim(1, -1).reshape(rows.shape)), (0,)
     else:  # (N, C, L): slices of samples, reduced over N and L
         pairs, dims = (_by_rows(a), _by_rows(b)), (0, 2)
     if torch.compiler.is_compiling() or a.numel() <= _SLICE:
@@ -186,9 +186,8 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
 
 
 def _update_running(running: Tensor, batch_value: Tensor, momentum: float) -> None:
-    """running ← (1 − momentum)·running + momentum·batch_value, in place."""
-    with torch.no_grad():
-        running.mul_(1 - momentum).add_(batch_value.to(running.dtype), alpha=momentum)
+    """running ← (1 − momentum)·running + momentum·batch_value, in place (a lerp)."""
+    running.lerp_(batch_value.to(running.dtype), momentum)
 
 
 def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
