@@ -96,6 +96,10 @@ def build_variants(shape, compile_too: bool):
 
 
 def bench_shape(shape, rounds: int, min_seconds: float, compile_too: bool):
+    # Each shape × mode × layer is its own graph: start each shape with an empty dynamo cache
+    # and room for all of them, or dynamo would silently fall back to eager.
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = 64
     variants = build_variants(shape, compile_too)
     for fn in variants.values():  # warm-up: compilation, first-touch allocations
         fn(), fn()

@@ -96,8 +96,30 @@ def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
     return total if total is not None else a.new_zeros(a.shape[1])
 
 
+def _normalize(x, weight, bias, running_mean, running_var, training: bool, eps: float):
+    """The forward: returns y = (x − mean)·scale + β, mean, var and invstd (all per channel)."""
+    cdtype = _compute_dtype(x)
+    xc = x.to(cdtype)
+    if training:
+        mean, var, y = _batch_stats(xc)  # y holds x − mean for now
+    else:
+        mean, var = running_mean.to(cdtype).clone(), running_var.to(cdtype).clone()
+    invstd = (var + eps).rsqrt()
+    scale = invstd if weight is None else weight.to(cdtype) * invstd
+    ndim = x.dim()
+    shift = None if bias is None else bias.to(cdtype)
+    if training:  # y = (x − mean)·scale + β, in place
+        y = y.mul_(_channel_view(scale, ndim))
+    else:  # y = x·scale + (β − mean·scale), torch's folded form
+        y = xc * _channel_view(scale, ndim)
+        shift = -mean * scale if shift is None else shift - mean * scale
+    if shift is not None:
+        y = y.add_(_channel_view(shift, ndim))
+    return y.to(x.dtype), mean, var, invstd
+
+
 class _BatchNormFunction(torch.autograd.Function):
-    """y = (x − mean)·scale + β with the closed-form backward.
+    """_normalize with the closed-form backward.
 
     Returns (y, mean, var): the statistics it normalized with, so that the caller can update
     the running statistics outside the autograd graph.
@@ -105,28 +127,13 @@ class _BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training: bool, eps: float):
-        cdtype = _compute_dtype(x)
-        xc = x.to(cdtype)
-        if training:
-            mean, var, y = _batch_stats(xc)  # y holds x − mean for now
-        else:
-            mean, var = running_mean.to(cdtype).clone(), running_var.to(cdtype).clone()
-        invstd = (var + eps).rsqrt()
-        scale = invstd if weight is None else weight.to(cdtype) * invstd
-        ndim = x.dim()
-        shift = None if bias is None else bias.to(cdtype)
-        if training:  # y = (x − mean)·scale + β, in place
-            y = y.mul_(_channel_view(scale, ndim))
-        else:  # y = x·scale + (β − mean·scale), torch's folded form
-            y = xc * _channel_view(scale, ndim)
-            shift = -mean * scale if shift is None else shift - mean * scale
-        if shift is not None:
-            y = y.add_(_channel_view(shift, ndim))
+        y, mean, var, invstd = _normalize(x, weight, bias, running_mean, running_var,
+                                          training, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.mark_non_differentiable(mean, var)
-        return y.to(x.dtype), mean, var
+        return y, mean, var
 
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
@@ -199,8 +206,11 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
             raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
-    y, mean, var = _BatchNormFunction.apply(x, weight, bias, running_mean, running_var,
-                                            training, eps)
+    args = (x, weight, bias, running_mean, running_var, training, eps)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:3]):
+        y, mean, var = _BatchNormFunction.apply(*args)
+    else:  # no graph to record (inference): skip the autograd.Function machinery
+        y, mean, var, _ = _normalize(*args)
     M = x.numel() // C
     if training and M > 0:
         if running_mean is not None:
