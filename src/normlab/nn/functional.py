@@ -69,8 +69,8 @@ def _channel_sum_sq(a: Tensor) -> Tensor:
     torch.linalg.vector_norm along the fastest dim reads a once at the speed of a sum and
     writes nothing big (torch.var_mean over dims (0, 2, 3) is many times slower).
     """
-    if _rows_by_channel(a) is not None or a.dim() == 2:
-        return _channel_dot(a, a)
+    if torch.compiler.is_compiling() or a.dim() == 2 or _rows_by_channel(a) is not None:
+        return _channel_dot(a, a)  # (under torch.compile: Σa·a, which inductor fuses)
     return torch.linalg.vector_norm(_by_rows(a), dim=2).square().sum(0)
 
 
