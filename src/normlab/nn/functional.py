@@ -64,13 +64,14 @@ def _channel_sum(a: Tensor) -> Tensor:
 
 
 def _channel_sum_sq(a: Tensor) -> Tensor:
-    """Σa² per channel: the norm of each contiguous row of L values, squared, summed over N.
+    """Σa² per channel over every dim but 1: (N, C, *) -> (C,).
 
+    Plain layout, eager: the norm of each contiguous row of L values, squared, summed over N;
     torch.linalg.vector_norm along the fastest dim reads a once at the speed of a sum and
     writes nothing big (torch.var_mean over dims (0, 2, 3) is many times slower).
     """
     if torch.compiler.is_compiling() or a.dim() == 2 or _rows_by_channel(a) is not None:
-        return _channel_dot(a, a)  # (under torch.compile: Σa·a, which inductor fuses)
+        return _channel_dot(a, a)
     return torch.linalg.vector_norm(_by_rows(a), dim=2).square().sum(0)
 
 
@@ -79,21 +80,18 @@ def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
 
     Eager: a·b one slice of samples (or rows) at a time, so the product stays in cache and
     never becomes a full-size temporary. Under torch.compile the plain formula is best:
-    inductor fuses it into one reduction.
+    inductor fuses the product into the reduction.
     """
     rows = _rows_by_channel(a)
-    if rows is not None:  # (M, C): slices of rows, reduced along dim 0
-        pairs, dims = (rows, b if a.dim() == 2 else b.movedim(1, -1).reshape(rows.shape)), (0,)
-    else:  # (N, C, L): slices of samples, reduced over N and L
-        pairs, dims = (_by_rows(a), _by_rows(b)), (0, 2)
+    if rows is not None:  # (M, C): reduce along dim 0
+        a2, dims = rows, (0,)
+        b2 = b if a.dim() == 2 else b.movedim(1, -1).reshape(rows.shape)
+    else:  # (N, C, L): reduce over N and L
+        a2, b2, dims = _by_rows(a), _by_rows(b), (0, 2)
     if torch.compiler.is_compiling() or a.numel() <= _SLICE:
-        return (pairs[0] * pairs[1]).sum(dims)
-    step = max(1, _SLICE // max(1, _prod(pairs[0].shape[1:])))  # samples or rows per slice
-    total = None
-    for a_k, b_k in zip(pairs[0].split(step), pairs[1].split(step)):
-        part = (a_k * b_k).sum(dims)
-        total = part if total is None else total.add_(part)
-    return total if total is not None else a.new_zeros(a.shape[1])
+        return (a2 * b2).sum(dims)
+    step = max(1, _SLICE // max(1, _prod(a2.shape[1:])))  # samples (or rows) per slice
+    return sum((a_k * b_k).sum(dims) for a_k, b_k in zip(a2.split(step), b2.split(step)))
 
 
 def _normalize(x, weight, bias, running_mean, running_var, training: bool, eps: float):
