@@ -134,6 +134,17 @@ def test_convert_to_torch_keeps_state_exactly():
     assert model[1].num_batches_tracked.item() == 20
 
 
+@pytest.mark.parametrize("flags", [dict(affine=False, track_running_stats=False),
+                                   dict(bias=False, momentum=None)])
+def test_convert_keeps_flags_and_dtype(flags):
+    bn = nl.BatchNorm1d(4, dtype=torch.float64, **flags)
+    new = nl.convert_norms(bn, to="batch_torch")
+    assert type(new) is nn.BatchNorm1d and repr(new) == repr(bn)
+    assert all(t.dtype == torch.float64 for t in new.state_dict().values() if t.is_floating_point())
+    x = torch.randn(5, 4, dtype=torch.float64)
+    assert_close(new(x), bn(x), "output")
+
+
 def test_convert_top_level_module_and_bad_target():
     bn = nl.BatchNorm2d(3, momentum=None, affine=False)
     new = nl.convert_norms(bn, to="batch_torch")

@@ -123,22 +123,20 @@ def _convert(m: nn.Module, to: str) -> nn.Module:
     kind = _kind(m)
     if kind == to:
         return m
-    state = _exact_state(m) if kind == "batch_d2l" else dict(m.state_dict())
-    like = next(iter(state.values()))
+    floats = [t for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
+    like = dict(device=floats[0].device, dtype=floats[0].dtype) if floats else {}
     if to == "batch_d2l":
-        new = _to_d2l(m, state)
-    else:
-        dim = m.gamma.dim() // 2 if kind == "batch_d2l" else _dim_of(m)
-        momentum = 1 - m.momentum if kind == "batch_d2l" else m.momentum
-        eps = m.eps
-        affine = kind == "batch_d2l" or m.affine
-        track = kind == "batch_d2l" or m.track_running_stats
-        bias = kind == "batch_d2l" or m.bias is not None
-        cls = (_OURS if to == "batch" else _TORCH)[dim]
-        new = cls(state.get("running_mean", like).numel(), eps=eps, momentum=momentum,
-                  affine=affine, track_running_stats=track, bias=bias, dtype=like.dtype)
-        new.load_state_dict(state)
-    return new.to(like.device).train(m.training)
+        new = _to_d2l(m, like)
+    elif kind == "batch_d2l":
+        cls = (_OURS if to == "batch" else _TORCH)[m.gamma.dim() // 2]  # (1, C) or (1, C, 1, 1)
+        new = cls(m.gamma.shape[1], eps=m.eps, momentum=1 - m.momentum, **like)
+        new.load_state_dict(_exact_state(m))
+    else:  # batch <-> batch_torch: the same arguments and the same state_dict keys
+        cls = (_OURS if to == "batch" else _TORCH)[_dim_of(m)]
+        new = cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                  track_running_stats=m.track_running_stats, bias=m.bias is not None, **like)
+        new.load_state_dict(m.state_dict())
+    return new.train(m.training)
 
 
 def _dim_of(m: nn.Module) -> int:
@@ -155,7 +153,7 @@ def _exact_state(m: D2LBatchNorm) -> dict[str, torch.Tensor]:
             "num_batches_tracked": torch.tensor(0, dtype=torch.long)}
 
 
-def _to_d2l(m: nn.Module, state: dict[str, torch.Tensor]) -> D2LBatchNorm:
+def _to_d2l(m: nn.Module, like: dict) -> D2LBatchNorm:
     if not (m.affine and m.track_running_stats and m.bias is not None and m.momentum is not None):
         raise ValueError("batch_d2l has γ, β, moving statistics and a fixed momentum; it cannot "
                          f"stand in for {m!r}")
@@ -163,10 +161,10 @@ def _to_d2l(m: nn.Module, state: dict[str, torch.Tensor]) -> D2LBatchNorm:
     if dim == 3:
         raise ValueError("batch_d2l supports vectors and 2-D maps only, not BatchNorm3d")
     new = D2LBatchNorm(m.num_features, num_dims=2 if dim == 1 else 4,
-                       momentum=1 - m.momentum, eps=m.eps).to(state["weight"].dtype)
+                       momentum=1 - m.momentum, eps=m.eps).to(**like)
     with torch.no_grad():
         for ours, theirs in (("gamma", "weight"), ("beta", "bias"),
                              ("moving_mean", "running_mean"), ("moving_var", "running_var")):
             target = getattr(new, ours)
-            target.copy_(state[theirs].view_as(target))
+            target.copy_(getattr(m, theirs).view_as(target))
     return new
