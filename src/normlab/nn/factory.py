@@ -10,8 +10,9 @@ any of them. `dim` says what the layer sees: 1 for vectors after a Linear layer 
     batch_d2l    the book's layer, D2LBatchNorm(C, num_dims=2 for vectors, 4 for maps)
     layer        maps: GroupNorm(1, C), statistics over C, H, W per sample with per-channel
                  γ, β; vectors: LayerNorm(C) over the features
-    group        GroupNorm(gcd(C, 32), C) unless num_groups= is given (32 does not divide
-                 LeNet's 6 and 16 channels; gcd keeps the groups as close to 32 as C allows)
+    group        GroupNorm(gcd(C, 32), C) unless num_groups= is given: 32 groups where C allows,
+                 else the largest divisor of 32 that divides C (LeNet's 6 channels: 2 groups;
+                 16 channels: 16; 120 features: 8)
     instance     InstanceNorm{dim}d (maps only: a vector has one value per channel)
 """
 from __future__ import annotations
@@ -21,7 +22,6 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, D2LBatchNorm
 from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm
@@ -70,7 +70,7 @@ def list_norms() -> list[str]:
 
 
 def get_norm_layer(name: str | None, dim: int = 2):
-    """The class (or partial) for norm `name`, called as norm_layer(num_channels, **kw).
+    """The class (or partial, or function) for norm `name`: norm_layer(num_channels, **kw).
 
     None means "none" (nn.Identity). See the module docstring for each name's convention.
     """
@@ -91,10 +91,10 @@ def _kind(module: nn.Module) -> str | None:
     """Which batch norm a module is, or None if it is none."""
     if isinstance(module, D2LBatchNorm):
         return "batch_d2l"
-    if type(module) in _TORCH.values():
-        return "batch_torch"
-    if isinstance(module, _BatchNorm):
+    if isinstance(module, tuple(_OURS.values())):
         return "batch"
+    if isinstance(module, tuple(_TORCH.values())):  # not Lazy or SyncBatchNorm: left alone
+        return "batch_torch"
     return None
 
 
