@@ -131,10 +131,13 @@ class _BatchNormFunction(torch.autograd.Function):
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.mark_non_differentiable(mean, var)
+        ctx.set_materialize_grads(False)  # no zero tensors for the statistics' (unused) grads
         return y, mean, var
 
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
+        if dy is None:  # no gradient reached y: every input gradient is zero
+            return None, None, None, None, None, None, None
         x, weight, mean, invstd = ctx.saved_tensors
         if ctx.training and torch.is_grad_enabled():
             # create_graph=True: the statistics must be functions of x for second derivatives.
