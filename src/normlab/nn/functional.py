@@ -37,6 +37,11 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _HALF_TYPES else x.dtype
 
 
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in dtype; skips the dispatch of a no-op .to(), which adds up on small tensors."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _channel_view(v: Tensor, ndim: int) -> Tensor:
     """(C,) -> (C, 1, ..., 1), which broadcasts against (N, C, *) input of rank ndim."""
     return v if ndim == 2 else v.view([-1] + [1] * (ndim - 2))
@@ -97,15 +102,15 @@ def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
 def _normalize(x, weight, bias, running_mean, running_var, training: bool, eps: float):
     """The forward: returns y = (x − mean)·scale + β, mean, var and invstd (all per channel)."""
     cdtype = _compute_dtype(x)
-    xc = x.to(cdtype)
+    xc = _cast(x, cdtype)
     if training:
         mean, var, y = _batch_stats(xc)  # y holds x − mean for now
     else:
-        mean, var = running_mean.to(cdtype).clone(), running_var.to(cdtype).clone()
+        mean, var = _cast(running_mean, cdtype).clone(), _cast(running_var, cdtype).clone()
     invstd = (var + eps).rsqrt()
-    scale = invstd if weight is None else weight.to(cdtype) * invstd
+    scale = invstd if weight is None else _cast(weight, cdtype) * invstd
     ndim = x.dim()
-    shift = None if bias is None else bias.to(cdtype)
+    shift = None if bias is None else _cast(bias, cdtype)
     if training:  # y = (x − mean)·scale + β, in place
         y = y.mul_(_channel_view(scale, ndim))
     else:  # y = x·scale + (β − mean·scale), torch's folded form
@@ -113,7 +118,7 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, eps: 
         shift = -mean * scale if shift is None else shift - mean * scale
     if shift is not None:
         y = y.add_(_channel_view(shift, ndim))
-    return y.to(x.dtype), mean, var, invstd
+    return _cast(y, x.dtype), mean, var, invstd
 
 
 class _BatchNormFunction(torch.autograd.Function):
@@ -141,10 +146,10 @@ class _BatchNormFunction(torch.autograd.Function):
         x, weight, mean, invstd = ctx.saved_tensors
         if ctx.training and torch.is_grad_enabled():
             # create_graph=True: the statistics must be functions of x for second derivatives.
-            mean, invstd = _stats_with_grad(x.to(mean.dtype), ctx.eps)
+            mean, invstd = _stats_with_grad(_cast(x, mean.dtype), ctx.eps)
         needs = ctx.needs_input_grad
         dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, ctx.training, needs)
-        dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
+        dbias = None if dbias is None else _cast(dbias, ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None
 
 
@@ -169,12 +174,12 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
     """Closed-form gradients (see the module docstring); sums are per channel over M values."""
     ndim, cdtype = x.dim(), mean.dtype
     M = x.numel() // x.shape[1]
-    dyc = dy.to(cdtype)
+    dyc = _cast(dy, cdtype)
     sum_dy = _channel_sum(dyc)
-    k1 = invstd if weight is None else weight.to(cdtype) * invstd  # γ·invstd
+    k1 = invstd if weight is None else _cast(weight, cdtype) * invstd  # γ·invstd
     dx = sum_dy_xhat = None
     if needs[1] or (needs[0] and training):
-        centred = x.to(cdtype) - _channel_view(mean, ndim)  # x − mean
+        centred = _cast(x, cdtype) - _channel_view(mean, ndim)  # x − mean
         sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σdy·x̂
     if needs[0] and training:
         # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2), c2 = invstd·Σdy·x̂/M: torch's order, so
@@ -185,17 +190,17 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
             dx = (dx - centred * c2) * _channel_view(k1, ndim)
         else:  # the same, in place: x − mean becomes (x − mean)·c2, dx the result
             dx = dx.sub_(centred.mul_(c2)).mul_(_channel_view(k1, ndim))
-        dx = dx.to(x.dtype)
+        dx = _cast(dx, x.dtype)
     elif needs[0]:
-        dx = (dyc * _channel_view(k1, ndim)).to(x.dtype)
-    dweight = sum_dy_xhat.to(weight.dtype) if needs[1] else None
+        dx = _cast(dyc * _channel_view(k1, ndim), x.dtype)
+    dweight = _cast(sum_dy_xhat, weight.dtype) if needs[1] else None
     dbias = sum_dy if needs[2] else None
     return dx, dweight, dbias
 
 
 def _update_running(running: Tensor, batch_value: Tensor, momentum: float) -> None:
     """running ← (1 − momentum)·running + momentum·batch_value, in place (a lerp)."""
-    running.lerp_(batch_value.to(running.dtype), momentum)
+    running.lerp_(_cast(batch_value, running.dtype), momentum)
 
 
 def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
