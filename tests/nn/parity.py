@@ -31,7 +31,8 @@ def assert_close(actual, expected, what: str = "") -> None:
         return
     tol = TOL[expected.dtype]
     scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale,
+                               msg=lambda m: f"{what}: {m}")
 
 
 def assert_close_or_as_accurate(actual, expected, truth, what: str = "") -> None:

@@ -56,8 +56,8 @@ def assert_state_equal(ours, ref, what):
 
 @settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=shapes(), eps=eps_values, momentum=momenta, affine=st.booleans(),
-       track=st.booleans(), bias=st.booleans(), dtype=st.sampled_from([torch.float64, torch.float32]),
-       channels_last=st.booleans(),
+       track=st.booleans(), bias=st.booleans(),
+       dtype=st.sampled_from([torch.float64, torch.float32]), channels_last=st.booleans(),
        modes=st.lists(st.sampled_from(["train", "eval"]), min_size=2, max_size=5),
        seed=st.integers(0, 2**31 - 1))
 def test_steps_match_torch(shape, eps, momentum, affine, track, bias, dtype, channels_last,
@@ -73,8 +73,8 @@ def test_steps_match_torch(shape, eps, momentum, affine, track, bias, dtype, cha
                 m.train(mode == "train")
         # Random scale and offset per step: the running statistics must follow real shifts.
         scale = 0.5 + 2 * torch.rand(1, generator=g, dtype=torch.float64)
-        x64 = torch.randn(shape, generator=g, dtype=torch.float64) * scale \
-            + 3 * torch.randn(1, generator=g, dtype=torch.float64)
+        offset = 3 * torch.randn(1, generator=g, dtype=torch.float64)
+        x64 = torch.randn(shape, generator=g, dtype=torch.float64) * scale + offset
         if channels_last and len(shape) in (4, 5):
             x64 = x64.to(memory_format=torch.channels_last if len(shape) == 4
                          else torch.channels_last_3d)
@@ -85,7 +85,8 @@ def test_steps_match_torch(shape, eps, momentum, affine, track, bias, dtype, cha
         for key in runs[1]:
             assert_close_or_as_accurate(runs[0][key], runs[1][key], runs[2].get(key),
                                         f"{what}: {key}")
-        assert_close(ours.num_batches_tracked, ref.num_batches_tracked, f"{what}: num_batches_tracked")
+        assert_close(ours.num_batches_tracked, ref.num_batches_tracked,
+                     f"{what}: num_batches_tracked")
 
 
 def run_step(module, x, dy):
@@ -137,7 +138,8 @@ def test_momentum_edges(momentum):
 def test_seeds_momentum_demonstration():
     """The seeds' experiment: N(0,1) then N(1,4) batches leave running mean 0.1 and var 1.3.
 
-    running_mean = 0.9·(0.9·0 + 0.1·0) + 0.1·1 = 0.1; running_var = 0.9·(0.9·1 + 0.1·1) + 0.1·4 = 1.3
+    running_mean = 0.9·(0.9·0 + 0.1·0) + 0.1·1 = 0.1
+    running_var  = 0.9·(0.9·1 + 0.1·1) + 0.1·4 = 1.3
     """
     torch.manual_seed(0)
     bn = nl.BatchNorm2d(3)  # momentum 0.1
@@ -159,7 +161,8 @@ def test_training_under_no_grad_updates_running_stats():
 
 def test_track_running_stats_false_uses_batch_stats_in_eval():
     ours = nl.BatchNorm2d(3, track_running_stats=False).eval()
-    assert ours.running_mean is None and ours.running_var is None and ours.num_batches_tracked is None
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert getattr(ours, name) is None, name
     x = torch.randn(4, 3, 2, 2) * 3 + 1
     y = ours(x)
     torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
@@ -168,7 +171,8 @@ def test_track_running_stats_false_uses_batch_stats_in_eval():
 def test_eval_with_running_stats_is_the_affine_formula():
     bn = nl.BatchNorm1d(2, dtype=torch.float64).eval()
     with torch.no_grad():
-        bn.running_mean.copy_(torch.tensor([1.0, -2.0])), bn.running_var.copy_(torch.tensor([4.0, 0.25]))
+        bn.running_mean.copy_(torch.tensor([1.0, -2.0]))
+        bn.running_var.copy_(torch.tensor([4.0, 0.25]))
         bn.weight.copy_(torch.tensor([2.0, 3.0])), bn.bias.copy_(torch.tensor([0.5, -0.5]))
     x = torch.randn(5, 2, dtype=torch.float64)
     expected = (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
@@ -246,7 +250,8 @@ def old_checkpoint(module):
 
 def test_old_checkpoint_without_num_batches_tracked_loads_as_torch():
     _, ref, _ = trained_pair()
-    ours, fresh_ref = nl.BatchNorm2d(4, dtype=torch.float64), torch.nn.BatchNorm2d(4, dtype=torch.float64)
+    ours = nl.BatchNorm2d(4, dtype=torch.float64)
+    fresh_ref = torch.nn.BatchNorm2d(4, dtype=torch.float64)
     ours.load_state_dict(old_checkpoint(ref))          # strict: the version rule fills the key in
     fresh_ref.load_state_dict(old_checkpoint(ref))
     assert_state_equal(ours, fresh_ref, "old checkpoint")
@@ -267,7 +272,8 @@ def test_reset_running_stats_and_parameters():
         bn.weight.fill_(2), bn.bias.fill_(1)
     bn(torch.randn(4, 3, 2, 2) + 3)
     bn.reset_running_stats()
-    assert torch.equal(bn.running_mean, torch.zeros(3)) and torch.equal(bn.running_var, torch.ones(3))
+    assert torch.equal(bn.running_mean, torch.zeros(3))
+    assert torch.equal(bn.running_var, torch.ones(3))
     assert bn.num_batches_tracked.item() == 0 and torch.equal(bn.weight, torch.full((3,), 2.0))
     bn.reset_parameters()
     assert torch.equal(bn.weight, torch.ones(3)) and torch.equal(bn.bias, torch.zeros(3))

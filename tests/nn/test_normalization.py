@@ -24,10 +24,12 @@ def compare_steps(ours, ref, shapes, dtype, g, modes=("train",)):
         for m in (ours, ref, truth):
             if m is not None:
                 m.train(mode == "train")
-        x64 = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + torch.randn(1, generator=g, dtype=torch.float64)
+        offset = torch.randn(1, generator=g, dtype=torch.float64)
+        x64 = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + offset
         dy64 = torch.randn(shape, generator=g, dtype=torch.float64)
         results = [one_step(m, x64.to(dtype), dy64.to(dtype)) for m in (ours, ref)]
-        results.append(one_step(truth, x64.to(dtype).double(), dy64.to(dtype).double()) if truth else {})
+        results.append(one_step(truth, x64.to(dtype).double(), dy64.to(dtype).double())
+                       if truth else {})
         for key in results[1]:
             assert_close_or_as_accurate(results[0][key], results[1][key], results[2].get(key),
                                         f"step {step} ({mode}): {key}")

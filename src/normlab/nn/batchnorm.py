@@ -112,7 +112,8 @@ class D2LBatchNorm(nn.Module):
     3. Momentum on the old value: moving ← momentum·moving + (1 − momentum)·batch, so the book's
        0.9 is torch's 0.1 (torch_momentum = 1 − book_momentum).
     4. Buffers: the book kept plain tensor attributes, which `.to()` and state_dict miss; here
-       they are buffers (`moving_mean`, `moving_var`, shape (1, C) or (1, C, 1, 1)), the only change.
+       they are buffers (`moving_mean`, `moving_var`, shape (1, C) or (1, C, 1, 1)): the only
+       change to the book's code.
     5. No num_batches_tracked, so no cumulative average (momentum=None), and no
        track_running_stats / affine switches; γ and β are named gamma and beta.
     """

@@ -323,7 +323,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
             raise RuntimeError(
                 f"Expected {name} to be a vector of size equal to the number of channels in "
                 f"input, but got {name} of shape {list(v.shape)} and input of shape {shape}")
-    x = input.reshape(1, N * num_groups, C // num_groups * _prod(shape[2:]))  # (1, N·G, C/G·∏spatial)
+    x = input.reshape(1, N * num_groups, C // num_groups * _prod(shape[2:]))  # (1, N·G, C/G·∏sp)
     y = _batch_norm(x, None, None, None, None, True, 0.0, eps).view(input.shape)
     return _affine(y, weight, bias, lambda v: _channel_view(v, input.dim()))
 
