@@ -1,0 +1,358 @@
+"""Normalization written from scratch: batch_norm, instance_norm, group_norm, layer_norm.
+
+One core does the work. For x of shape (N, C, *) it normalizes every channel c with statistics
+taken over all other dims (M = N·∏spatial values per channel), in two passes as torch does, so
+that a large mean cannot cancel the variance's digits:
+
+    mean = Σx / M                var = Σ(x − mean)² / M          (biased: the output uses it)
+    invstd = 1 / √(var + eps)    y = (x − mean)·scale + β,       scale = γ·invstd
+
+and its backward is the closed form (x̂ = (x − mean)·invstd; sums run over the M values):
+
+    ∂L/∂β = Σdy        ∂L/∂γ = Σdy·x̂
+    ∂L/∂x = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M)               (training: statistics depend on x)
+    ∂L/∂x = γ·invstd·dy                                        (eval: running statistics)
+
+The other norms are batch norm on a reshaped view: instance norm treats each (sample, channel)
+as a channel of a batch of one, group norm each (sample, group), layer norm each row of the
+normalized trailing dims. Float16 and bfloat16 are computed in float32 and rounded once at the end.
+
+Speed, eager: every per-channel sum reduces contiguous rows (the (N, C, L) view, L = ∏spatial)
+or cache-sized slices, and the elementwise steps run in place: the forward allocates only
+x − mean, which becomes y; the backward allocates x − mean and dy − Σdy/M, which becomes dx.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm"]
+
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+_SLICE = 1 << 16  # elements per slice in _channel_dot: a slice's product stays in cache
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 for the half types (their sums lose digits fast), the input's dtype otherwise."""
+    return torch.float32 if x.dtype in _HALF_TYPES else x.dtype
+
+
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in dtype; skips the dispatch of a no-op .to(), which adds up on small tensors."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _channel_view(v: Tensor, ndim: int) -> Tensor:
+    """(C,) -> (C, 1, ..., 1), which broadcasts against (N, C, *) input of rank ndim."""
+    return v if ndim == 2 else v.view([-1] + [1] * (ndim - 2))
+
+
+def _rows_by_channel(t: Tensor) -> Tensor | None:
+    """(M, C) view of a 2-D or channels-last tensor (C fastest in memory), else None."""
+    if t.dim() == 2:
+        return t if t.is_contiguous() else None
+    if t.is_contiguous():
+        return None  # plain (N, C, *) layout, also when the spatial dims are all 1
+    moved = t.movedim(1, -1)  # (N, *, C): contiguous exactly when C is the fastest dim
+    return moved.reshape(-1, t.shape[1]) if moved.is_contiguous() else None
+
+
+def _by_rows(t: Tensor) -> Tensor:
+    """(N, C, L) view of (N, C, *) with L = ∏spatial (a copy only for odd strides)."""
+    return t.reshape(t.shape[0], t.shape[1], _prod(t.shape[2:]))
+
+
+def _channel_sum(a: Tensor) -> Tensor:
+    """Σa per channel over every dim but 1: (N, C, *) -> (C,)."""
+    rows = _rows_by_channel(a)
+    return rows.sum(0) if rows is not None else _by_rows(a).sum((0, 2))
+
+
+def _channel_sum_sq(a: Tensor) -> Tensor:
+    """Σa² per channel over every dim but 1: (N, C, *) -> (C,).
+
+    Plain layout, eager: the norm of each contiguous row of L values, squared, summed over N;
+    torch.linalg.vector_norm along the fastest dim reads a once at the speed of a sum and
+    writes nothing big (torch.var_mean over dims (0, 2, 3) is many times slower).
+    """
+    if torch.compiler.is_compiling() or a.dim() == 2 or _rows_by_channel(a) is not None:
+        return _channel_dot(a, a)
+    return torch.linalg.vector_norm(_by_rows(a), dim=2).square().sum(0)
+
+
+def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σa·b per channel over every dim but 1: (N, C, *) twice -> (C,).
+
+    Eager: a·b one slice of samples (or rows) at a time, so the product stays in cache and
+    never becomes a full-size temporary. Under torch.compile the plain formula is best:
+    inductor fuses the product into the reduction.
+    """
+    rows = _rows_by_channel(a)
+    if rows is not None:  # (M, C): reduce along dim 0
+        a2, dims = rows, (0,)
+        b2 = b if a.dim() == 2 else b.movedim(1, -1).reshape(rows.shape)
+    else:  # (N, C, L): reduce over N and L
+        a2, b2, dims = _by_rows(a), _by_rows(b), (0, 2)
+    if torch.compiler.is_compiling() or a.numel() <= _SLICE:
+        return (a2 * b2).sum(dims)
+    step = max(1, _SLICE // max(1, _prod(a2.shape[1:])))  # samples (or rows) per slice
+    return sum((a_k * b_k).sum(dims) for a_k, b_k in zip(a2.split(step), b2.split(step)))
+
+
+def _normalize(x, weight, bias, running_mean, running_var, training: bool, eps: float):
+    """The forward: returns y = (x − mean)·scale + β, mean, var and invstd (all per channel)."""
+    cdtype = _compute_dtype(x)
+    xc = _cast(x, cdtype)
+    if training:
+        mean, var, y = _batch_stats(xc)  # y holds x − mean for now
+    else:
+        mean, var = _cast(running_mean, cdtype).clone(), _cast(running_var, cdtype).clone()
+    invstd = (var + eps).rsqrt()
+    scale = invstd if weight is None else _cast(weight, cdtype) * invstd
+    ndim = x.dim()
+    shift = None if bias is None else _cast(bias, cdtype)
+    if training:  # y = (x − mean)·scale + β, in place
+        y = y.mul_(_channel_view(scale, ndim))
+    else:  # y = x·scale + (β − mean·scale), torch's folded form
+        y = xc * _channel_view(scale, ndim)
+        shift = -mean * scale if shift is None else shift - mean * scale
+    if shift is not None:
+        y = y.add_(_channel_view(shift, ndim))
+    return _cast(y, x.dtype), mean, var, invstd
+
+
+class _BatchNormFunction(torch.autograd.Function):
+    """_normalize with the closed-form backward.
+
+    Returns (y, mean, var): the statistics it normalized with, so that the caller can update
+    the running statistics outside the autograd graph.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training: bool, eps: float):
+        y, mean, var, invstd = _normalize(x, weight, bias, running_mean, running_var,
+                                          training, eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.training, ctx.eps = training, eps
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.mark_non_differentiable(mean, var)
+        ctx.set_materialize_grads(False)  # no zero tensors for the statistics' (unused) grads
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        if dy is None:  # no gradient reached y: every input gradient is zero
+            return None, None, None, None, None, None, None
+        x, weight, mean, invstd = ctx.saved_tensors
+        if ctx.training and torch.is_grad_enabled():
+            # create_graph=True: the statistics must be functions of x for second derivatives.
+            mean, invstd = _stats_with_grad(_cast(x, mean.dtype), ctx.eps)
+        needs = ctx.needs_input_grad
+        dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, ctx.training, needs)
+        dbias = None if dbias is None else _cast(dbias, ctx.bias_dtype)
+        return dx, dweight, dbias, None, None, None, None
+
+
+def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel mean, biased variance, and the full-size x − mean, for x (N, C, *)."""
+    M = x.numel() // x.shape[1]
+    if M == 0:  # empty batch: nothing to average (the caller leaves the running stats alone)
+        return x.new_zeros(x.shape[1]), x.new_ones(x.shape[1]), x.clone()
+    mean = _channel_sum(x) / M
+    centred = x - _channel_view(mean, x.dim())
+    return mean, _channel_sum_sq(centred) / M, centred
+
+
+def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """mean and invstd as differentiable functions of x (for double backward)."""
+    dims = [0] + list(range(2, x.dim()))
+    var, mean = torch.var_mean(x, dims, correction=0)
+    return mean, (var + eps).rsqrt()
+
+
+def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
+    """Closed-form gradients (see the module docstring); sums are per channel over M values."""
+    ndim, cdtype = x.dim(), mean.dtype
+    M = x.numel() // x.shape[1]
+    dyc = _cast(dy, cdtype)
+    sum_dy = _channel_sum(dyc)
+    k1 = invstd if weight is None else _cast(weight, cdtype) * invstd  # γ·invstd
+    dx = sum_dy_xhat = None
+    if needs[1] or (needs[0] and training):
+        centred = _cast(x, cdtype) - _channel_view(mean, ndim)  # x − mean
+        sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σdy·x̂
+    if needs[0] and training:
+        # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2), c2 = invstd·Σdy·x̂/M: torch's order, so
+        # dx is exactly 0 where dy and x are constant.
+        c2, mean_dy = [_channel_view(v, ndim) for v in (invstd * sum_dy_xhat / M, sum_dy / M)]
+        dx = dyc - mean_dy  # first, as torch does: exact where dy is nearly constant
+        if torch.is_grad_enabled():  # differentiating this backward: no in-place updates
+            dx = (dx - centred * c2) * _channel_view(k1, ndim)
+        else:  # the same, in place: x − mean becomes (x − mean)·c2, dx the result
+            dx = dx.sub_(centred.mul_(c2)).mul_(_channel_view(k1, ndim))
+        dx = _cast(dx, x.dtype)
+    elif needs[0]:
+        dx = _cast(dyc * _channel_view(k1, ndim), x.dtype)
+    dweight = _cast(sum_dy_xhat, weight.dtype) if needs[1] else None
+    dbias = sum_dy if needs[2] else None
+    return dx, dweight, dbias
+
+
+def _update_running(running: Tensor, batch_value: Tensor, momentum: float) -> None:
+    """running ← (1 − momentum)·running + momentum·batch_value, in place (a lerp)."""
+    running.lerp_(_cast(batch_value, running.dtype), momentum)
+
+
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """batch_norm without torch's Python-level argument checks (shared by the other norms)."""
+    C = x.shape[1]
+    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if v is not None and v.numel() != C:
+            raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError("running_mean must be defined in evaluation mode")
+    args = (x, weight, bias, running_mean, running_var, training, eps)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:3]):
+        y, mean, var = _BatchNormFunction.apply(*args)
+    else:  # no graph to record (inference): skip the autograd.Function machinery
+        y, mean, var, _ = _normalize(*args)
+    M = x.numel() // C
+    if training and M > 0:
+        if running_mean is not None:
+            _update_running(running_mean, mean, momentum)
+        if running_var is not None:  # the running estimate takes the unbiased variance
+            _update_running(running_var, var * (M / max(M - 1, 1)), momentum)
+    return y
+
+
+def _verify_batch_size(size) -> None:
+    """torch's rule: training needs more than one value per channel (N·∏spatial > 1)."""
+    values = size[0]
+    for s in size[2:]:
+        values *= s
+    if values == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {size}")
+
+
+def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+               weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalization over dim 1 of input (N, C, *), torch.nn.functional's signature.
+
+    training=True: normalize with the batch's mean and biased variance, and update the given
+    running statistics in place:
+        running_mean ← (1 − momentum)·running_mean + momentum·mean(x)
+        running_var  ← (1 − momentum)·running_var  + momentum·var_unbiased(x),
+        var_unbiased = var_biased · M/(M − 1).
+    training=False: normalize with running_mean and running_var.
+    """
+    if training:
+        _verify_batch_size(input.size())
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    input.size(1)  # a 1-D input fails here with torch's IndexError
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def instance_norm(input: Tensor, running_mean: Tensor | None = None,
+                  running_var: Tensor | None = None, weight: Tensor | None = None,
+                  bias: Tensor | None = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalize each (sample, channel) over its spatial dims; torch's signature.
+
+    It is batch norm on x viewed as (1, N·C, *). With running statistics, each of the N·C
+    instances updates its own copy and the copies are averaged over the batch:
+        running_mean ← (1 − momentum)·running_mean + momentum·mean_n(mean over space of x[n])
+    (and likewise running_var with the unbiased per-instance variance).
+    """
+    if use_input_stats:
+        size, spatial = input.size(), 1
+        for s in size[2:]:
+            spatial *= s
+        if spatial == 1:
+            raise ValueError(
+                f"Expected more than 1 spatial element when training, got input size {size}")
+    N, C = input.shape[0], input.shape[1]
+    x = input.reshape(1, N * C, *input.shape[2:])  # (1, N·C, *): one channel per instance
+
+    def per_instance(v):
+        return None if v is None else v.repeat(N)  # (C,) -> (N·C,)
+
+    rm, rv = per_instance(running_mean), per_instance(running_var)
+    y = _batch_norm(x, rm, rv, per_instance(weight), per_instance(bias),
+                    use_input_stats, momentum, eps)
+    with torch.no_grad():
+        if use_input_stats and running_mean is not None:
+            running_mean.copy_(rm.view(N, C).mean(0))
+        if use_input_stats and running_var is not None:
+            running_var.copy_(rv.view(N, C).mean(0))
+    return y.view(input.shape)
+
+
+def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, view) -> Tensor:
+    """y·weight + bias with weight and bias reshaped by `view` to broadcast against y."""
+    if weight is not None and bias is not None:
+        return torch.addcmul(view(bias), y, view(weight))
+    if weight is not None:
+        return y * view(weight)
+    return y if bias is None else y + view(bias)
+
+
+def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalize each (sample, group of C/G channels) over its channels and spatial dims.
+
+    y = (x − mean_g)/√(var_g + eps)·γ_c + β_c, the statistics per sample and group,
+    the affine per channel. It is batch norm on x viewed as (1, N·G, C/G·∏spatial).
+    """
+    if input.dim() < 2:
+        raise RuntimeError(
+            f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
+    N, C = input.shape[0], input.shape[1]
+    _verify_batch_size([N * C // num_groups, num_groups] + list(input.size()[2:]))
+    shape = list(input.shape)
+    if C % num_groups != 0:
+        raise RuntimeError("Expected number of channels in input to be divisible by num_groups, "
+                           f"but got input of shape {shape} and num_groups={num_groups}")
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is not None and (v.dim() != 1 or v.numel() != C):
+            raise RuntimeError(
+                f"Expected {name} to be a vector of size equal to the number of channels in "
+                f"input, but got {name} of shape {list(v.shape)} and input of shape {shape}")
+    x = input.reshape(1, N * num_groups, C // num_groups * _prod(shape[2:]))  # (1, N·G, C/G·∏sp)
+    y = _batch_norm(x, None, None, None, None, True, 0.0, eps).view(input.shape)
+    return _affine(y, weight, bias, lambda v: _channel_view(v, input.dim()))
+
+
+def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalize over the trailing dims `normalized_shape`; elementwise affine over them.
+
+    y = (x − E[x])/√(Var[x] + eps)·γ + β, statistics per leading index. It is batch norm on x
+    viewed as (1, rows, ∏normalized_shape).
+    """
+    shape = [int(s) for s in ([normalized_shape] if isinstance(normalized_shape, int)
+                              else normalized_shape)]
+    k = len(shape)
+    if input.dim() < k or list(input.shape[input.dim() - k:]) != shape:
+        raise RuntimeError(f"Given normalized_shape={shape}, expected input with shape "
+                           f"[*, {', '.join(map(str, shape))}], but got input of size"
+                           f"{list(input.shape)}")
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is not None and list(v.shape) != shape:
+            raise RuntimeError(f"Expected {name} to be of same shape as normalized_shape, but got "
+                               f"{name} of shape {list(v.shape)} and normalized_shape = {shape}")
+    x = input.reshape(1, -1, max(1, _prod(shape)))  # (1, rows, features)
+    y = _batch_norm(x, None, None, None, None, True, 0.0, eps).view(input.shape)
+    return _affine(y, weight, bias, lambda v: v)
+
+
+def _prod(sizes) -> int:
+    p = 1
+    for s in sizes:
+        p *= s
+    return p
