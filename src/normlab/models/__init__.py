@@ -5,7 +5,8 @@
     print(summary(net, (1, 1, 28, 28)).book())
 """
 from .registry import create_model, list_models, register_model
+from .summary import Summary, summary, inception_table
 # importing a family registers its builders, in this order
 from . import lenet, alexnet, vgg, nin, googlenet, resnet, densenet, mlp  # noqa: F401,E402
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "list_models", "register_model", "summary", "Summary", "inception_table"]
