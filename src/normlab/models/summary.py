@@ -79,13 +79,13 @@ class Summary:
         return self.table()
 
 
-def format_table(head, body, foot=()) -> str:
-    """Columns padded to fit; the first three left-aligned, the rest (numbers) right-aligned."""
+def format_table(head, body, foot=(), align: str = "lllrr") -> str:
+    """Columns padded to fit; align has one letter per column, l(eft) or r(ight)."""
     widths = [max(len(str(row[i])) for row in (head, *body, *foot)) for i in range(len(head))]
 
     def line(row):
-        return "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        return "  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                         for c, w, a in zip(row, widths, align)).rstrip()
     rule = "-" * len(line(["-" * w for w in widths]))
     out = [line(head), rule, *map(line, body)]
     if foot:
