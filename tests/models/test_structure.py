@@ -102,3 +102,11 @@ def test_num_classes_and_in_channels(name):
     net = create_model(name, num_classes=3, in_channels=3)
     side = {"lenet": 28, "googlenet": 32, "resnet20": 8, "mlp": 28}[name]
     assert net.eval()(torch.rand(2, 3, side, side)).shape == (2, 3)
+
+
+def test_slices_are_plain_sequentials_of_the_same_layers():
+    net = create_model("lenet_bn")
+    head = net[:4]                      # conv, norm, sigmoid, pool
+    assert type(head) is nn.Sequential and head[1] is net[1]
+    assert head(torch.rand(2, 1, 28, 28)).shape == (2, 6, 12, 12)
+    assert net[-1] is net[15]

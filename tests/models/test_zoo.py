@@ -66,3 +66,16 @@ def test_forward_backward_every_parameter_learns(name, norm, position):
     norms = [m for m in net.modules()
              if isinstance(m, (_NormBase, nn.GroupNorm, nn.LayerNorm, D2LBatchNorm))]
     assert bool(norms) == (norm != "none"), "norm layers present iff a norm was asked for"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", list(SMALL))
+def test_runs_on_cuda_and_summary_follows_the_model(name):
+    from normlab.models import summary
+    kw, side, _ = SMALL[name]
+    net = create_model(name, norm="batch", **kw).cuda()
+    out = net(torch.randn(2, 1, side, side, device="cuda"))
+    out.square().mean().backward()
+    assert out.shape == (2, 10) and all(p.grad.is_cuda for p in net.parameters())
+    shape = (1, net.in_features) if name == "mlp" else (1, 1, side, side)
+    assert summary(net, shape).output_shape == (1, 10)

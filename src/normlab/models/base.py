@@ -16,6 +16,7 @@ average pooling takes every size from its smallest up.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from functools import cached_property
 
 import torch
@@ -143,6 +144,13 @@ class ZooModel(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return super().forward(x)
+
+    def __getitem__(self, idx):
+        """net[i] is a layer; net[a:b] a plain nn.Sequential of those layers (no input check:
+        a slice starts anywhere)."""
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
 
 
 class Norms:
