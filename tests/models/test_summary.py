@@ -74,3 +74,12 @@ def test_millions_truncate_like_the_seed():
 def test_summary_of_a_plain_module():
     s = summary(nn.Conv2d(3, 8, 3, padding=1), (1, 3, 10, 10))
     assert s.rows == [] and s.total_macs == 8 * 100 * 27 and s.total_params == 8 * 27 + 8
+
+
+def test_to_dict_is_json_and_round_trips_the_numbers():
+    import json
+    s = summary(create_model("lenet_bn"), 28)
+    d = json.loads(json.dumps(s.to_dict()))
+    assert d["total_params"] == 44_878 and d["total_macs"] == s.total_macs
+    assert d["rows"][1] == {"name": "1", "type": "BatchNorm2d", "params": 12, "macs": 0,
+                            "output_shape": [1, 6, 24, 24]}

@@ -78,6 +78,16 @@ class Summary:
     def __str__(self) -> str:
         return self.table()
 
+    def to_dict(self) -> dict:
+        """Plain data (lists, ints, strings) for JSON, e.g. a run directory's summary.json."""
+        return {"input_shape": list(self.input_shape),
+                "output_shape": None if self.output_shape is None else list(self.output_shape),
+                "total_params": self.total_params, "trainable_params": self.trainable_params,
+                "total_macs": self.total_macs,
+                "rows": [{"name": r.name, "type": r.type, "params": r.params, "macs": r.macs,
+                          "output_shape": None if r.output_shape is None else list(r.output_shape)}
+                         for r in self.rows]}
+
 
 def format_table(head, body, foot=(), align: str = "lllrr") -> str:
     """Columns padded to fit; align has one letter per column, l(eft) or r(ight)."""
