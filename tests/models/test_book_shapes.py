@@ -124,6 +124,18 @@ Sequential output shape:         torch.Size([1, 1024])
 Linear output shape:     torch.Size([1, 10])
 """
 
+# the book, §8.6: ResNet-18 printed at 224×224 (it trains at 96)
+RESNET18 = """
+Sequential output shape:	 torch.Size([1, 64, 56, 56])
+Sequential output shape:	 torch.Size([1, 64, 56, 56])
+Sequential output shape:	 torch.Size([1, 128, 28, 28])
+Sequential output shape:	 torch.Size([1, 256, 14, 14])
+Sequential output shape:	 torch.Size([1, 512, 7, 7])
+AdaptiveAvgPool2d output shape:	 torch.Size([1, 512, 1, 1])
+Flatten output shape:	 torch.Size([1, 512])
+Linear output shape:	 torch.Size([1, 10])
+"""
+
 
 @pytest.mark.parametrize("name, side, printed, device", [
     ("lenet", 28, LENET, "cpu"),
@@ -131,6 +143,7 @@ Linear output shape:     torch.Size([1, 10])
     ("vgg", 224, VGG11, "meta"),
     ("nin", 224, NIN, "meta"),
     ("googlenet", 96, GOOGLENET, "meta"),
+    ("resnet18", 224, RESNET18, "meta"),
 ])
 def test_book_printout(name, side, printed, device):
     with torch.device(device):
