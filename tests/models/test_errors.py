@@ -97,3 +97,8 @@ def test_wrong_channels_and_rank():
 def test_width_divisor_too_large():
     with pytest.raises(ValueError, match="vgg: width_divisor=128 leaves a block without channels"):
         create_model("vgg", width_divisor=128)
+
+
+def test_norm_kwargs_the_norm_does_not_take():
+    with pytest.raises(ValueError, match=r"lenet: norm 'batch' does not take norm_kwargs \{'num_groups': 2\}"):
+        create_model("lenet", norm="batch", norm_kwargs={"num_groups": 2})

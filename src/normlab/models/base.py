@@ -81,7 +81,9 @@ def resolve_norm(model: str, norm: str | None, dim: int = 2, norm_kwargs: dict |
     def build(num_features: int) -> nn.Module:
         try:
             return layer(num_features, **kw)
-        except (ValueError, TypeError) as e:
+        except TypeError as e:      # an option this norm does not have
+            raise ValueError(f"{model}: norm {norm!r} does not take norm_kwargs {kw}: {e}") from None
+        except ValueError as e:     # e.g. a group count that does not divide the channels
             extra = f" with {kw}" if kw else ""
             raise ValueError(f"{model}: norm {norm!r}{extra} cannot normalize "
                              f"{num_features} channels: {e}") from None
