@@ -110,3 +110,17 @@ def test_slices_are_plain_sequentials_of_the_same_layers():
     assert type(head) is nn.Sequential and head[1] is net[1]
     assert head(torch.rand(2, 1, 28, 28)).shape == (2, 6, 12, 12)
     assert net[-1] is net[15]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_builder_takes_the_common_options(name):
+    import inspect
+
+    from normlab.models.registry import _MODELS
+    params = inspect.signature(_MODELS[name]).parameters
+    assert params["num_classes"].default == 10 and params["in_channels"].default == 1
+    assert params["norm_position"].default == "before_act"
+    assert params["norm"].default == ("batch" if name in {"lenet_bn", "resnet18", "resnet20",
+                                                          "densenet"} else None)
+    assert "norm_kwargs" in params
+    assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
