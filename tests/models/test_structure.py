@@ -70,7 +70,9 @@ def test_bn_against_dropout():
     net = create_model("lenet_bn", norm_slots=(1, 2), fc_dropout=0.5)
     assert _types(net)[9:] == ["Linear", "Identity", "Sigmoid", "Dropout", "Linear", "Identity",
                                "Sigmoid", "Dropout", "Linear"]
-    assert all(m.p == 0.5 for m in net if isinstance(m, nn.Dropout))
+    drops = [m for m in net if isinstance(m, nn.Dropout)]
+    assert [m.p for m in drops] == [0.5, 0.5] and drops[0] is not drops[1]
+    assert isinstance(create_model("lenet_bn", norm_slots=2)[5], BatchNorm2d)   # one slot as an int
 
 
 def test_mlp_placement_study_models():

@@ -26,7 +26,7 @@ they are truncated, not rounded (1,228,800 parameters print as 1.22M, 346.8M MAC
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ class Summary:
     output_shape: tuple[int, ...] | None
     total_params: int
     trainable_params: int
-    total_macs: int = field(default=0)
+    total_macs: int = 0
 
     def book(self, depth: int = 1) -> str:
         """The book's printout: `print(layer.__class__.__name__, 'output shape: \\t', X.shape)`
