@@ -126,3 +126,12 @@ def test_every_builder_takes_the_common_options(name):
                                                           "densenet"} else None)
     assert "norm_kwargs" in params
     assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_no_module_is_used_in_two_places(name):
+    """A shared module would fire its hooks twice and mislead summary() and statistics."""
+    kw = {"fc_dropout": 0.5} if name == "lenet_bn" else {}
+    with torch.device("meta"):
+        net = create_model(name, norm="batch", **kw) if name != "lenet_bn" else create_model(name, **kw)
+    assert len(list(net.modules(remove_duplicate=False))) == len(list(net.modules()))
