@@ -1,7 +1,18 @@
 """Helpers shared by the parity tests: tolerances, twin modules, identical inputs."""
 from __future__ import annotations
 
+import os
+
 import torch
+
+# Hypothesis examples per test are kept small so that tests/nn runs in well under 2 minutes;
+# NORMLAB_HYPOTHESIS_SCALE=20 multiplies them for a deeper sweep.
+SCALE = int(os.environ.get("NORMLAB_HYPOTHESIS_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    return n * SCALE
+
 
 # The issue's tolerances: 1e-10 in float64, 1e-5 relative in float32; "relative" is taken
 # against the larger of 1 and the reference's largest magnitude, so values near 0 are fair.
@@ -24,9 +35,11 @@ def assert_close(actual, expected, what: str = "") -> None:
 
 
 def assert_close_or_as_accurate(actual, expected, truth, what: str = "") -> None:
-    """float32: within TOL of torch, or, where torch itself is that far from the float64 truth
-    (an ill-conditioned case, e.g. two nearly equal values per channel), at most twice torch's
-    own error from the truth. float64: plain assert_close."""
+    """float32: within TOL of torch; or, where torch itself is that far from the float64 truth
+    (an ill-conditioned case, e.g. two nearly equal values per group, where dx is a difference
+    of nearly equal terms), within 4× torch's own error from the truth: rounding in another
+    valid order differs by a small factor, a real bug by orders of magnitude.
+    float64: plain assert_close."""
     if truth is None or actual is None or expected is None or expected.dtype == torch.float64:
         assert_close(actual, expected, what)
         return
@@ -37,7 +50,7 @@ def assert_close_or_as_accurate(actual, expected, truth, what: str = "") -> None
         ours = (actual.double() - truth).abs().max().item()
         theirs = (expected.double() - truth).abs().max().item()
         scale = max(1.0, truth.abs().max().item())
-        assert ours <= 2 * theirs + TOL[expected.dtype] * scale, (
+        assert ours <= 4 * theirs + TOL[expected.dtype] * scale, (
             f"{what}: normlab is {ours:.3g} from the float64 truth, torch {theirs:.3g}")
 
 

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import normlab.nn as nl
-from parity import assert_close, assert_close_or_as_accurate, assert_same_error, copy_params, randomize_affine
+from parity import (assert_close, assert_close_or_as_accurate, assert_same_error, copy_params,
+                    examples, randomize_affine)
 
 PAIRS = {2: (nl.BatchNorm1d, torch.nn.BatchNorm1d), 3: (nl.BatchNorm1d, torch.nn.BatchNorm1d),
          4: (nl.BatchNorm2d, torch.nn.BatchNorm2d), 5: (nl.BatchNorm3d, torch.nn.BatchNorm3d)}
@@ -53,7 +54,7 @@ def assert_state_equal(ours, ref, what):
         assert_close(getattr(ours, name), getattr(ref, name), f"{what}: {name}")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=shapes(), eps=eps_values, momentum=momenta, affine=st.booleans(),
        track=st.booleans(), bias=st.booleans(), dtype=st.sampled_from([torch.float64, torch.float32]),
        channels_last=st.booleans(),

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import normlab.nn as nl
 from parity import (assert_close, assert_close_or_as_accurate, assert_same_error, copy_params,
-                    randomize_affine)
+                    examples, randomize_affine)
 
 dtypes = st.sampled_from([torch.float64, torch.float32])
 eps_values = st.one_of(st.just(1e-5), st.floats(1e-6, 1.0))
@@ -54,7 +54,7 @@ def twins(ours_cls, torch_cls, args, kw, dtype, g):
     return ours, ref
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(lead=st.lists(st.integers(1, 4), min_size=1, max_size=2),
        norm=st.lists(st.integers(1, 4), min_size=1, max_size=2),
        eps=eps_values, affine=st.booleans(), bias=st.booleans(), dtype=dtypes,
@@ -77,7 +77,7 @@ def group_cases(draw):
     return groups, (N, C, *spatial)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(case=group_cases(), eps=eps_values, affine=st.booleans(), bias=st.booleans(),
        dtype=dtypes, seed=st.integers(0, 2**31 - 1))
 def test_group_norm_matches_torch(case, eps, affine, bias, dtype, seed):
@@ -93,7 +93,7 @@ INSTANCE = {1: (nl.InstanceNorm1d, torch.nn.InstanceNorm1d),
             3: (nl.InstanceNorm3d, torch.nn.InstanceNorm3d)}
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(dims=st.integers(1, 3), N=st.integers(1, 3), C=st.integers(1, 3),
        spatial_seed=st.lists(st.integers(1, 3), min_size=3, max_size=3),
        batched=st.booleans(), eps=eps_values,

@@ -17,9 +17,9 @@ The other norms are batch norm on a reshaped view: instance norm treats each (sa
 as a channel of a batch of one, group norm each (sample, group), layer norm each row of the
 normalized trailing dims. Float16 and bfloat16 are computed in float32 and rounded once at the end.
 
-Speed, eager: every per-channel sum reduces contiguous rows (the (N, C, L) view, L = ∏spatial),
-x − mean is computed once into the buffer that becomes y (forward) or dx (backward), and the
-rest is done in place there, so the only full-size allocations are y and dx, as in torch.
+Speed, eager: every per-channel sum reduces contiguous rows (the (N, C, L) view, L = ∏spatial)
+or cache-sized slices, and the elementwise steps run in place: the forward allocates only
+x − mean, which becomes y; the backward allocates x − mean and dy − Σdy/M, which becomes dx.
 """
 from __future__ import annotations
 
@@ -166,16 +166,17 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
     k1 = invstd if weight is None else weight.to(cdtype) * invstd  # γ·invstd
     dx = sum_dy_xhat = None
     if needs[1] or (needs[0] and training):
-        centred = x.to(cdtype) - _channel_view(mean, ndim)  # x − mean: the buffer of dx
+        centred = x.to(cdtype) - _channel_view(mean, ndim)  # x − mean
         sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σdy·x̂
     if needs[0] and training:
         # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2), c2 = invstd·Σdy·x̂/M: torch's order, so
         # dx is exactly 0 where dy and x are constant.
         c2, mean_dy = [_channel_view(v, ndim) for v in (invstd * sum_dy_xhat / M, sum_dy / M)]
+        dx = dyc - mean_dy  # first, as torch does: exact where dy is nearly constant
         if torch.is_grad_enabled():  # differentiating this backward: no in-place updates
-            dx = (dyc - mean_dy - centred * c2) * _channel_view(k1, ndim)
-        else:  # the same, in place in the x − mean buffer: no second full-size allocation
-            dx = centred.mul_(-c2).add_(dyc).sub_(mean_dy).mul_(_channel_view(k1, ndim))
+            dx = (dx - centred * c2) * _channel_view(k1, ndim)
+        else:  # the same, in place: x − mean becomes (x − mean)·c2, dx the result
+            dx = dx.sub_(centred.mul_(c2)).mul_(_channel_view(k1, ndim))
         dx = dx.to(x.dtype)
     elif needs[0]:
         dx = (dyc * _channel_view(k1, ndim)).to(x.dtype)
