@@ -51,7 +51,7 @@ class TensorLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed = int(torch.randint(2**62, (1,)).item()) if seed is None else int(seed)
         self.transform = transform
-        self.epoch = 0
+        self.epoch, self.start_batch = 0, 0
 
     @property
     def num_examples(self) -> int:
@@ -62,9 +62,12 @@ class TensorLoader:
         n, b = self.num_examples, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration use epoch `epoch`'s permutation."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next iteration serve epoch `epoch`'s permutation, from batch `start_batch` on
+        (a run resumed mid-epoch sees exactly the batches it had not yet seen)."""
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
+        self.epoch, self.start_batch = epoch, start_batch
 
     def order(self, epoch: int) -> torch.Tensor:
         """The example indices of epoch `epoch`, in the order they are served."""
@@ -74,9 +77,9 @@ class TensorLoader:
         return torch.randperm(n, generator=_epoch_generator(self.seed, epoch))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = self.order(self.epoch).to(self.device)
-        self.epoch += 1  # the next `for` loop is the next epoch
-        for i in range(len(self)):
+        order, start = self.order(self.epoch).to(self.device), self.start_batch
+        self.epoch, self.start_batch = self.epoch + 1, 0  # the next `for` loop is the next epoch
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             batch = [t[idx] for t in self.tensors]
             if self.transform is not None:
