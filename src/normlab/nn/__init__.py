@@ -1,0 +1,17 @@
+"""Normalization layers written from scratch, exact to torch.nn, and the factory that names them.
+
+    from normlab.nn import BatchNorm2d, get_norm_layer
+    norm_layer = get_norm_layer("group")      # channels first, like every norm here
+    bn = norm_layer(64)
+"""
+from . import functional
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, D2LBatchNorm
+from .factory import convert_norms, create_norm, get_norm_layer, list_norms
+from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm
+
+__all__ = [
+    "functional",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "D2LBatchNorm",
+    "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
+    "get_norm_layer", "create_norm", "list_norms", "convert_norms",
+]
