@@ -1,4 +1,5 @@
 import gzip
+import os
 
 import hypothesis.strategies as st
 import numpy as np
@@ -80,8 +81,11 @@ def test_not_gzip_at_all(tmp_path):
 
 
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
-    write_idx(tmp_path / "a-idx1-ubyte.gz", torch.zeros(3, dtype=torch.uint8))
+    path = write_idx(tmp_path / "a-idx1-ubyte.gz", torch.zeros(3, dtype=torch.uint8))
     assert [p.name for p in tmp_path.iterdir()] == ["a-idx1-ubyte.gz"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # as open() would make it, not mkstemp's 0600
 
 
 def test_unsupported_dtype_is_refused():
