@@ -106,7 +106,7 @@ EPILOG_TRAIN = """examples:
   normlab train lenet_bn --schedule cosine --seed 1
   normlab train resnet20 --norm group --epochs 5 --out runs/r20-group
   normlab train lenet_bn --resume --out runs/r20-group   # continue a stopped run exactly
-  normlab train mlp --dataset poly --norm batch --set activation=sigmoid
+  normlab train mlp --norm batch --set model.options.activation=sigmoid
   normlab train --config my-recipe.toml --set optim.lr=0.5 --set train.epochs=3
 """
 
@@ -194,17 +194,24 @@ def _print_book_lines(trainer) -> None:
     print(f"{total:.1f} examples/sec on {trainer.device}")
 
 
-def cmd_models(args) -> int:
+def _book_table() -> str:
+    """Each model's book settings (its defaults for `normlab train`), as a table."""
     from normlab.models import list_models
     from normlab.train.config import BOOK_SETTINGS
 
-    print(f"{'model':<12} {'lr':>6} {'batch':>6} {'resize':>7}  other")
+    lines = ["each model's book settings (its defaults; 10 epochs unless said):",
+             f"  {'model':<12} {'lr':>6} {'batch':>6} {'resize':>7}  other"]
     for name in list_models():
         book = BOOK_SETTINGS.get(name, {})
         other = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in book.items()
                           if k not in ("optim.lr", "data.batch_size", "data.resize"))
-        print(f"{name:<12} {book.get('optim.lr', '-'):>6} {book.get('data.batch_size', '-'):>6} "
-              f"{book.get('data.resize', '-'):>7}  {other}")
+        lines.append(f"  {name:<12} {book.get('optim.lr', '-'):>6} {book.get('data.batch_size', '-'):>6} "
+                     f"{book.get('data.resize', '-'):>7}  {other}")
+    return "\n".join(lines)
+
+
+def cmd_models(args) -> int:
+    print(_book_table())
     return 0
 
 
@@ -246,7 +253,8 @@ def _add_train_parser(commands) -> None:
     p = commands.add_parser("train", help="train a zoo model on Fashion-MNIST, MNIST or the regression task",
                             description="Train a model. Settings resolve as: defaults, the model's book settings "
                                         "(`normlab models`), --config, --set, then these flags.",
-                            epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+                            epilog=EPILOG_TRAIN + "\n" + _book_table(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="a model name (`normlab models` lists them); default: the config's")
     p.add_argument("--norm", help="any name from normlab.nn.list_norms(), or none")
     p.add_argument("--norm-position", choices=["before_act", "after_act"])

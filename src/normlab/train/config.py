@@ -96,7 +96,9 @@ BOOK_SETTINGS: dict[str, dict[str, Any]] = {
     "resnet18": {"optim.lr": 0.05, "data.batch_size": 256, "data.resize": 96},
     "resnet20": {"optim.lr": 0.1, "data.batch_size": 128},
     "densenet": {"optim.lr": 0.1, "data.batch_size": 256, "data.resize": 96},
-    "mlp": {"optim.lr": 0.03, "data.batch_size": 10, "data.dataset": "poly", "train.epochs": 20},
+    # the seeds' BN-placement study (tensorGenReg, net_class1): 2 -> 4 -> 1, SGD lr 0.03, 20 epochs
+    "mlp": {"optim.lr": 0.03, "data.batch_size": 10, "data.dataset": "poly", "train.epochs": 20,
+            "model.options": {"hidden": [4]}},
 }
 
 
@@ -164,10 +166,25 @@ def _parse(text: str, t: type) -> Any:
 def override(config: RunConfig, updates: dict[str, Any]) -> RunConfig:
     """A copy of `config` with `{"section.name" or "name": value}` applied, each value type-checked."""
     sections = {s: {} for s in _CLASSES}
+    options = dict(config.model.options)
     for key, value in updates.items():
+        if key.startswith(("model.options.", "options.")):  # one builder keyword: model.options.width_divisor=8
+            options[key.rsplit(".", 1)[1]] = _parse_literal(value) if isinstance(value, str) else value
+            sections["model"]["options"] = options
+            continue
         section, f = _field(key)
         sections[section][f.name] = coerce(key, value)
+        if f.name == "options":
+            options = dict(sections[section][f.name])
     return RunConfig(**{s: dataclasses.replace(getattr(config, s), **kw) for s, kw in sections.items()})
+
+
+def _parse_literal(text: str) -> Any:
+    """A TOML literal (8, 0.5, true, [4, 4], "relu"), or the text itself when it is none."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def parse_set(items: list[str]) -> dict[str, str]:

@@ -40,7 +40,7 @@ def save_curves(history, path: str | Path, title: str = "", epochs: int | None =
     if any(m.get("test_mse") is not None for m in history.epochs):
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_xlim(1 if (epochs or 0) > 1 else 0, max(epochs or 1, 1))
+    ax.set_xlim(0, max(epochs or 1, 1))  # the book starts at 1 and hides the first epoch's points
     ax.grid(True)
     ax.legend()
     if title:

@@ -49,6 +49,8 @@ def build_model(cfg, dataset: str) -> torch.nn.Module:
     """The zoo model that `cfg` (a ModelConfig) names; regression data gets one output."""
     from normlab.models import create_model
 
+    if dataset == "poly" and cfg.name != "mlp":
+        raise ConfigError(f"dataset poly (2 features, 1 target) needs model mlp, not {cfg.name!r}")
     shape = {"num_classes": 1, "in_features": 2} if dataset == "poly" else {}
     return create_model(cfg.name, norm=cfg.norm, norm_position=cfg.norm_position, **shape, **cfg.options)
 
