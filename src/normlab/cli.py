@@ -131,14 +131,16 @@ def _train_config(args):
     if out is None or not (out / "config.toml").is_file():
         raise cfg.ConfigError(f"--resume found no run to continue ({out or 'no runs/ folder with a checkpoint'}); "
                               "name it with --out RUN_DIR, or start without --resume")
-    changed = {k for k, v in flags.items() if v is not None} | set(sets)
-    if changed - RESUMABLE:
+    saved = cfg.load(out / "config.toml")
+    if args.model and args.model != saved.model.name:
+        raise cfg.ConfigError(f"{out} is a run of model {saved.model.name!r}, not {args.model!r}")
+    asked = cfg.override(cfg.override(saved, sets), {k: v for k, v in flags.items() if v is not None})
+    before, after = (cfg.flatten(x) for x in (saved, asked))
+    changed = sorted(k for k in after if after[k] != before[k] and k not in RESUMABLE)
+    if changed:
         raise cfg.ConfigError(f"a resumed run keeps its config ({out / 'config.toml'}); only "
-                              f"{', '.join(sorted(RESUMABLE))} may change, not {', '.join(sorted(changed - RESUMABLE))}")
-    config = cfg.load(out / "config.toml")
-    if args.model and args.model != config.model.name:
-        raise cfg.ConfigError(f"{out} is a run of model {config.model.name!r}, not {args.model!r}")
-    return cfg.override(config, {k: v for k, v in flags.items() if k in RESUMABLE and v is not None}), out
+                              f"{', '.join(sorted(RESUMABLE))} may change, not {', '.join(changed)}")
+    return asked, out
 
 
 def run_mod():

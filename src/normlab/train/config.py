@@ -232,6 +232,11 @@ def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
     return {s: {k: v for k, v in dataclasses.asdict(getattr(config, s)).items() if v is not None} for s in _CLASSES}
 
 
+def flatten(config: RunConfig) -> dict[str, Any]:
+    """`{"section.name": value}` for every field, None included."""
+    return {f"{s}.{k}": v for s in _CLASSES for k, v in dataclasses.asdict(getattr(config, s)).items()}
+
+
 def dumps(config: RunConfig) -> str:
     return tomli_w.dumps(to_dict(config))
 
