@@ -38,6 +38,7 @@ class DataConfig:
     train_subset: int | None = None    # use only the first N training examples (quick runs)
     test_subset: int | None = None
     drop_last: bool = False            # drop the last, smaller batch (batch norm needs > 1 value)
+    augment: bool = False              # training images: random left-right flip and shift by <= 2 px
 
 
 @dataclass(frozen=True)
@@ -208,13 +209,29 @@ def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     return override(base or RunConfig(), updates)
 
 
+RECIPES = Path(__file__).with_name("recipes")
+
+
+def list_recipes() -> list[str]:
+    """The named configs shipped with normlab (`normlab train --config NAME`)."""
+    return sorted(p.stem for p in RECIPES.glob("*.toml"))
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file's path: an existing file, else a shipped recipe of that name."""
+    path = Path(name_or_path)
+    if path.is_file() or path.suffix == ".toml" or str(name_or_path) not in list_recipes():
+        return path
+    return RECIPES / f"{name_or_path}.toml"
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a dict (parsed, never evaluated), with errors that name the file."""
-    path = Path(path)
+    """A TOML file (or a recipe name) as a dict, parsed, never evaluated; errors name the file."""
+    path = config_path(path)
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
+        raise ConfigError(f"config file {path} not found; the shipped recipes are: {', '.join(list_recipes())}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 

@@ -211,7 +211,7 @@ class Trainer:
         self._call("on_train_start")
         while self.epoch < self.config.train.epochs:
             epoch_start = time.perf_counter() - self.sums["train_seconds"]
-            self._train_epoch()
+            self.train_epoch()
             metrics = self._epoch_metrics(epoch_start)
             self.history.epochs.append(metrics)
             self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
@@ -219,7 +219,9 @@ class Trainer:
         self._call("on_train_end")
         return self.history
 
-    def _train_epoch(self) -> None:
+    def train_epoch(self) -> dict[str, float]:
+        """Train from the current position to the end of epoch `self.epoch`; returns the running sums
+        (loss, correct, count, step_seconds, train_seconds). Evaluation and callbacks' epoch hooks are run()'s."""
         self.model.train()
         self.train_iter.set_epoch(self.epoch, start_batch=self.step)
         n_batches = len(self.train_iter)
@@ -235,6 +237,7 @@ class Trainer:
             t_load = time.perf_counter()
             if self.stop_requested and self.step < n_batches:
                 raise Interrupted(f"stopped at epoch {self.epoch + 1}, batch {self.step} of {n_batches}")
+        return self.sums
 
     def _train_step(self, X: torch.Tensor, y: torch.Tensor) -> None:
         t0 = time.perf_counter()
