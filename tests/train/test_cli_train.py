@@ -107,6 +107,9 @@ def test_nan_exit_code_and_message(tmp_path, capsys):
     (["train", "lenet", "--norm", "batchy"], "unknown norm 'batchy'; choose one of: none, batch"),
     (["train", "lenet", "--set", "optim.lrr=1"], "unknown config key 'optim.lrr'; valid keys: "),
     (["train", "resnet20", "--dataset", "poly"], "dataset poly (2 features, 1 target) needs model mlp"),
+    (["train", "lenet", "--set", "dataset=cifar"], "unknown dataset 'cifar'; choose one of: fashion-mnist, mnist, poly"),
+    (["train", "lenet", "--set", "optimizer=lbfgs"], "unknown optimizer 'lbfgs'; choose one of: sgd, adam, adamw"),
+    (["train", "lenet", "--config", "no-such-recipe"], "config file no-such-recipe not found; the shipped recipes are: "),
 ])
 def test_bad_input_lists_the_valid_choices(tmp_path, capsys, argv, message):
     assert main([*argv, "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"]) == 1
