@@ -16,6 +16,7 @@ average pooling takes every size from its smallest up.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from functools import cached_property
 
 import torch
@@ -80,7 +81,9 @@ def resolve_norm(model: str, norm: str | None, dim: int = 2, norm_kwargs: dict |
     def build(num_features: int) -> nn.Module:
         try:
             return layer(num_features, **kw)
-        except (ValueError, TypeError) as e:
+        except TypeError as e:      # an option this norm does not have
+            raise ValueError(f"{model}: norm {norm!r} does not take norm_kwargs {kw}: {e}") from None
+        except ValueError as e:     # e.g. a group count that does not divide the channels
             extra = f" with {kw}" if kw else ""
             raise ValueError(f"{model}: norm {norm!r}{extra} cannot normalize "
                              f"{num_features} channels: {e}") from None
@@ -143,6 +146,13 @@ class ZooModel(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return super().forward(x)
+
+    def __getitem__(self, idx):
+        """net[i] is a layer; net[a:b] a plain nn.Sequential of those layers (no input check:
+        a slice starts anywhere)."""
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
 
 
 class Norms:

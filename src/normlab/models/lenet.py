@@ -48,15 +48,17 @@ class LeNet(ZooModel):
             return lambda c: nn.Identity()
         act = dict(act_layer=nn.Sigmoid, position=norm_position)
         flat = 16 * 5 * 5 if padding == 2 else 16 * 4 * 4
-        drop = [nn.Dropout(fc_dropout)] if fc_dropout else []
+
+        def drop():   # a fresh Dropout per place, or nothing
+            return [nn.Dropout(fc_dropout)] if fc_dropout else []
         super().__init__(
             *conv_norm_act(in_channels, 6, 5, padding=padding, norm_layer=slot(1, norms.conv), **act),
             nn.AvgPool2d(kernel_size=2, stride=2),
             *conv_norm_act(6, 16, 5, norm_layer=slot(2, norms.conv), **act),
             nn.AvgPool2d(kernel_size=2, stride=2),
             nn.Flatten(),                                        # (N, 16, 5, 5) -> (N, 400)
-            *linear_norm_act(flat, 120, norm_layer=slot(3, fc), **act), *drop,
-            *linear_norm_act(120, 84, norm_layer=slot(4, fc), **act), *drop,
+            *linear_norm_act(flat, 120, norm_layer=slot(3, fc), **act), *drop(),
+            *linear_norm_act(120, 84, norm_layer=slot(4, fc), **act), *drop(),
             nn.Linear(84, num_classes),
             in_channels=in_channels, num_classes=num_classes, norm=norm, norm_position=norm_position)
         self.model_name, self.flat_size = model_name, (5 if padding == 2 else 4)
@@ -65,6 +67,8 @@ class LeNet(ZooModel):
 def _check_slots(model: str, norm_slots) -> tuple[int, ...]:
     if norm_slots is None:
         return NORM_SLOTS
+    if isinstance(norm_slots, int):
+        norm_slots = (norm_slots,)
     slots = tuple(sorted(set(int(s) for s in norm_slots)))
     bad = [s for s in slots if s not in NORM_SLOTS]
     if bad:

@@ -66,6 +66,7 @@ def mlp(*, in_features: int | None = None, hidden=(256,), activation: str = "rel
         num_classes: int = 10, in_channels: int = 1, norm_kwargs: dict | None = None) -> MLP:
     """The book's MLP (d2l.ai §5.2: 784 -> 256 -> 10) or any other widths; in_features
     defaults to one in_channels×28×28 image."""
-    return MLP(in_features=in_features, hidden=tuple(hidden), activation=activation, bias=bias,
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    return MLP(in_features=in_features, hidden=hidden, activation=activation, bias=bias,
                norm=norm, norm_position=norm_position, num_classes=num_classes,
                in_channels=in_channels, norm_kwargs=norm_kwargs)

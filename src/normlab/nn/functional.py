@@ -1,21 +1,25 @@
 """Normalization written from scratch: batch_norm, instance_norm, group_norm, layer_norm.
 
 One core does the work. For x of shape (N, C, *) it normalizes every channel c with statistics
-taken over all other dims (M = N·∏spatial values per channel):
+taken over all other dims (M = N·∏spatial values per channel), in two passes as torch does, so
+that a large mean cannot cancel the variance's digits:
 
-    mean = Σx / M                     var = Σx² / M − mean²        (biased: the output uses it)
-    invstd = 1 / √(var + eps)
-    y = γ·(x − mean)·invstd + β  =  x·scale + shift,   scale = γ·invstd,  shift = β − mean·scale
+    mean = Σx / M                var = Σ(x − mean)² / M          (biased: the output uses it)
+    invstd = 1 / √(var + eps)    y = (x − mean)·scale + β,       scale = γ·invstd
 
 and its backward is the closed form (x̂ = (x − mean)·invstd; sums run over the M values):
 
-    ∂L/∂β = Σ dy        ∂L/∂γ = Σ dy·x̂ = invstd·(Σ dy·x − mean·Σ dy)
-    ∂L/∂x = γ·invstd·(dy − Σdy/M − x̂·Σ dy·x̂/M)              (training: statistics depend on x)
+    ∂L/∂β = Σdy        ∂L/∂γ = Σdy·x̂
+    ∂L/∂x = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M)               (training: statistics depend on x)
     ∂L/∂x = γ·invstd·dy                                        (eval: running statistics)
 
 The other norms are batch norm on a reshaped view: instance norm treats each (sample, channel)
 as a channel of a batch of one, group norm each (sample, group), layer norm each row of the
 normalized trailing dims. Float16 and bfloat16 are computed in float32 and rounded once at the end.
+
+Speed, eager: every per-channel sum reduces contiguous rows (the (N, C, L) view, L = ∏spatial)
+or cache-sized slices, and the elementwise steps run in place: the forward allocates only
+x − mean, which becomes y; the backward allocates x − mean and dy − Σdy/M, which becomes dx.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from torch import Tensor
 __all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm"]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+_SLICE = 1 << 16  # elements per slice in _channel_dot: a slice's product stays in cache
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -34,43 +39,115 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 def _channel_view(v: Tensor, ndim: int) -> Tensor:
     """(C,) -> (C, 1, ..., 1), which broadcasts against (N, C, *) input of rank ndim."""
-    return v.view([-1] + [1] * (ndim - 2))
+    return v if ndim == 2 else v.view([-1] + [1] * (ndim - 2))
 
 
 def _rows_by_channel(t: Tensor) -> Tensor | None:
-    """(M, C) view of a channels-last tensor (N, *, C in memory), or None if it is not one."""
-    moved = t.movedim(1, -1)  # (N, *, C): contiguous exactly when t is channels-last (or 2-D)
+    """(M, C) view of a 2-D or channels-last tensor (C fastest in memory), else None."""
+    if t.dim() == 2:
+        return t if t.is_contiguous() else None
+    if t.is_contiguous():
+        return None  # plain (N, C, *) layout, also when the spatial dims are all 1
+    moved = t.movedim(1, -1)  # (N, *, C): contiguous exactly when C is the fastest dim
     return moved.reshape(-1, t.shape[1]) if moved.is_contiguous() else None
 
 
-def _channel_sums(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel Σa and Σa·b over every dim but 1, without materializing a·b when possible.
+def _by_rows(t: Tensor) -> Tensor:
+    """(N, C, L) view of (N, C, *) with L = ∏spatial (a copy only for odd strides)."""
+    return t.reshape(t.shape[0], t.shape[1], _prod(t.shape[2:]))
 
-    a, b: (N, C, *). Returns two (C,) tensors. Contiguous input: Σa·b for each (n, c) row is a
-    batch of N·C dot products (one BLAS call reading a and b once); channels-last input: rows
-    of C values, reduced along dim 0.
+
+def _channel_sum(a: Tensor) -> Tensor:
+    """Σa per channel over every dim but 1: (N, C, *) -> (C,)."""
+    rows = _rows_by_channel(a)
+    return rows.sum(0) if rows is not None else _by_rows(a).sum((0, 2))
+
+
+def _channel_sum_sq(a: Tensor) -> Tensor:
+    """Σa² per channel: the norm of each contiguous row of L values, squared, summed over N.
+
+    torch.linalg.vector_norm along the fastest dim reads a once at the speed of a sum and
+    writes nothing big (torch.var_mean over dims (0, 2, 3) is many times slower).
     """
-    N, C = a.shape[0], a.shape[1]
-    a_rows = _rows_by_channel(a)
-    if a_rows is not None and a.dim() > 2 and a.is_contiguous():
-        a_rows = None  # (N, C, 1, ...) is both layouts; the contiguous path is cheaper
-    if a_rows is not None:  # 2-D (N, C) or channels-last: (M, C)
-        b_rows = b.movedim(1, -1).reshape(-1, C)
-        return a_rows.sum(0), (a_rows * b_rows).sum(0)
-    a3, b3 = a.reshape(N, C, -1), b.reshape(N, C, -1)  # (N, C, L), a view when contiguous
-    L = a3.shape[2]
-    dots = torch.bmm(a3.reshape(N * C, 1, L), b3.reshape(N * C, L, 1))  # (N·C, 1, 1)
-    return a3.sum((0, 2)), dots.view(N, C).sum(0)
+    if _rows_by_channel(a) is not None or a.dim() == 2:
+        return _channel_dot(a, a)
+    return torch.linalg.vector_norm(_by_rows(a), dim=2).square().sum(0)
 
 
-def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Biased per-channel mean and variance of x (N, C, *) in one pass of sums, without grad."""
-    with torch.no_grad():
-        M = x.numel() // x.shape[1]
-        sum_x, sum_xx = _channel_sums(x, x)
-        mean = sum_x / M
-        var = (sum_xx / M - mean * mean).clamp_min_(0)  # rounding can dip just below 0
-    return mean, var
+def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σa·b per channel over every dim but 1: (N, C, *) twice -> (C,).
+
+    Eager: a·b one slice of samples (or rows) at a time, so the product stays in cache and
+    never becomes a full-size temporary. Under torch.compile the plain formula is best:
+    inductor fuses it into one reduction.
+    """
+    rows = _rows_by_channel(a)
+    if rows is not None:  # (M, C): slices of rows, reduced along dim 0
+        pairs, dims = (rows, b.movedim(1, -1).reshape(rows.shape)), (0,)
+    else:  # (N, C, L): slices of samples, reduced over N and L
+        pairs, dims = (_by_rows(a), _by_rows(b)), (0, 2)
+    if torch.compiler.is_compiling() or a.numel() <= _SLICE:
+        return (pairs[0] * pairs[1]).sum(dims)
+    step = max(1, _SLICE // max(1, _prod(pairs[0].shape[1:])))  # samples or rows per slice
+    total = None
+    for a_k, b_k in zip(pairs[0].split(step), pairs[1].split(step)):
+        part = (a_k * b_k).sum(dims)
+        total = part if total is None else total.add_(part)
+    return total if total is not None else a.new_zeros(a.shape[1])
+
+
+class _BatchNormFunction(torch.autograd.Function):
+    """y = (x − mean)·scale + β with the closed-form backward.
+
+    Returns (y, mean, var): the statistics it normalized with, so that the caller can update
+    the running statistics outside the autograd graph.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training: bool, eps: float):
+        cdtype = _compute_dtype(x)
+        xc = x.to(cdtype)
+        if training:
+            mean, var, y = _batch_stats(xc)  # y holds x − mean for now
+        else:
+            mean, var = running_mean.to(cdtype).clone(), running_var.to(cdtype).clone()
+        invstd = (var + eps).rsqrt()
+        scale = invstd if weight is None else weight.to(cdtype) * invstd
+        ndim = x.dim()
+        shift = None if bias is None else bias.to(cdtype)
+        if training:  # y = (x − mean)·scale + β, in place
+            y = y.mul_(_channel_view(scale, ndim))
+        else:  # y = x·scale + (β − mean·scale), torch's folded form
+            y = xc * _channel_view(scale, ndim)
+            shift = -mean * scale if shift is None else shift - mean * scale
+        if shift is not None:
+            y = y.add_(_channel_view(shift, ndim))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.training, ctx.eps = training, eps
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.mark_non_differentiable(mean, var)
+        return y.to(x.dtype), mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        x, weight, mean, invstd = ctx.saved_tensors
+        if ctx.training and torch.is_grad_enabled():
+            # create_graph=True: the statistics must be functions of x for second derivatives.
+            mean, invstd = _stats_with_grad(x.to(mean.dtype), ctx.eps)
+        needs = ctx.needs_input_grad
+        dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, ctx.training, needs)
+        dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
+        return dx, dweight, dbias, None, None, None, None
+
+
+def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel mean, biased variance, and the full-size x − mean, for x (N, C, *)."""
+    M = x.numel() // x.shape[1]
+    if M == 0:  # empty batch: nothing to average (the caller leaves the running stats alone)
+        return x.new_zeros(x.shape[1]), x.new_ones(x.shape[1]), x.clone()
+    mean = _channel_sum(x) / M
+    centred = x - _channel_view(mean, x.dim())
+    return mean, _channel_sum_sq(centred) / M, centred
 
 
 def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -80,52 +157,31 @@ def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return mean, (var + eps).rsqrt()
 
 
-class _BatchNormFunction(torch.autograd.Function):
-    """y = x·scale + shift with the closed-form backward; mean/invstd come in precomputed."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, mean, invstd, training: bool, eps: float):
-        xc = x.to(_compute_dtype(x))
-        scale = invstd if weight is None else weight.to(xc.dtype) * invstd
-        shift = -mean * scale if bias is None else bias.to(xc.dtype) - mean * scale
-        # One fused op: x·scale + shift, with the per-channel (C,) vectors broadcast.
-        y = torch.addcmul(_channel_view(shift, x.dim()), xc, _channel_view(scale, x.dim()))
-        ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.training, ctx.eps = training, eps
-        return y.to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, mean, invstd = ctx.saved_tensors
-        if ctx.training and torch.is_grad_enabled():
-            # create_graph=True: the statistics must be functions of x for second derivatives.
-            mean, invstd = _stats_with_grad(x.to(mean.dtype), ctx.eps)
-        dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, ctx.training,
-                                                  ctx.needs_input_grad[:3])
-        return dx, dweight, dbias, None, None, None, None
-
-
 def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
     """Closed-form gradients (see the module docstring); sums are per channel over M values."""
     ndim, cdtype = x.dim(), mean.dtype
     M = x.numel() // x.shape[1]
-    dyc, xc = dy.to(cdtype), x.to(cdtype)
-    sum_dy, sum_dy_x = _channel_sums(dyc, xc)
-    sum_dy_xhat = (sum_dy_x - mean * sum_dy) * invstd  # Σ dy·x̂
+    dyc = dy.to(cdtype)
+    sum_dy = _channel_sum(dyc)
     k1 = invstd if weight is None else weight.to(cdtype) * invstd  # γ·invstd
-    dx = None
-    if needs[0]:
-        if training:
-            # dx = k1·dy + k2·x + k3: the centring of dy and x̂ folded into per-channel terms.
-            k2 = -k1 * invstd * sum_dy_xhat / M
-            k3 = -k1 * sum_dy / M - k2 * mean
-            dx = torch.addcmul(_channel_view(k3, ndim), dyc, _channel_view(k1, ndim))
-            dx = dx.addcmul_(xc, _channel_view(k2, ndim))
-        else:
-            dx = dyc * _channel_view(k1, ndim)
+    dx = sum_dy_xhat = None
+    if needs[1] or (needs[0] and training):
+        centred = x.to(cdtype) - _channel_view(mean, ndim)  # x − mean
+        sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σdy·x̂
+    if needs[0] and training:
+        # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2), c2 = invstd·Σdy·x̂/M: torch's order, so
+        # dx is exactly 0 where dy and x are constant.
+        c2, mean_dy = [_channel_view(v, ndim) for v in (invstd * sum_dy_xhat / M, sum_dy / M)]
+        dx = dyc - mean_dy  # first, as torch does: exact where dy is nearly constant
+        if torch.is_grad_enabled():  # differentiating this backward: no in-place updates
+            dx = (dx - centred * c2) * _channel_view(k1, ndim)
+        else:  # the same, in place: x − mean becomes (x − mean)·c2, dx the result
+            dx = dx.sub_(centred.mul_(c2)).mul_(_channel_view(k1, ndim))
         dx = dx.to(x.dtype)
+    elif needs[0]:
+        dx = (dyc * _channel_view(k1, ndim)).to(x.dtype)
     dweight = sum_dy_xhat.to(weight.dtype) if needs[1] else None
-    dbias = sum_dy.to(dy.dtype if weight is None else weight.dtype) if needs[2] else None
+    dbias = sum_dy if needs[2] else None
     return dx, dweight, dbias
 
 
@@ -138,32 +194,21 @@ def _update_running(running: Tensor, batch_value: Tensor, momentum: float) -> No
 def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
     """batch_norm without torch's Python-level argument checks (shared by the other norms)."""
     C = x.shape[1]
-    _check_vector("weight", weight, C)
-    _check_vector("bias", bias, C)
-    _check_vector("running_mean", running_mean, C)
-    _check_vector("running_var", running_var, C)
-    cdtype = _compute_dtype(x)
-    if training:
-        M = x.numel() // C
-        if M == 0:  # empty batch: nothing to average; the running statistics stay as they are
-            mean, var = x.new_zeros(C, dtype=cdtype), x.new_ones(C, dtype=cdtype)
-        else:
-            mean, var = _batch_stats(x.to(cdtype))
-            if running_mean is not None:
-                _update_running(running_mean, mean, momentum)
-            if running_var is not None:  # the running estimate takes the unbiased variance
-                _update_running(running_var, var * (M / max(M - 1, 1)), momentum)
-    else:
-        if running_mean is None or running_var is None:
-            raise RuntimeError("running_mean must be defined in evaluation mode")
-        mean, var = running_mean.to(cdtype).clone(), running_var.to(cdtype)
-    invstd = (var + eps).rsqrt()
-    return _BatchNormFunction.apply(x, weight, bias, mean, invstd, training, eps)
-
-
-def _check_vector(name: str, v: Tensor | None, C: int) -> None:
-    if v is not None and v.numel() != C:
-        raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
+    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if v is not None and v.numel() != C:
+            raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError("running_mean must be defined in evaluation mode")
+    y, mean, var = _BatchNormFunction.apply(x, weight, bias, running_mean, running_var,
+                                            training, eps)
+    M = x.numel() // C
+    if training and M > 0:
+        if running_mean is not None:
+            _update_running(running_mean, mean, momentum)
+        if running_var is not None:  # the running estimate takes the unbiased variance
+            _update_running(running_var, var * (M / max(M - 1, 1)), momentum)
+    return y
 
 
 def _verify_batch_size(size) -> None:
@@ -263,7 +308,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
             raise RuntimeError(
                 f"Expected {name} to be a vector of size equal to the number of channels in "
                 f"input, but got {name} of shape {list(v.shape)} and input of shape {shape}")
-    x = input.reshape(1, N * num_groups, -1)  # (1, N·G, C/G·∏spatial)
+    x = input.reshape(1, N * num_groups, C // num_groups * _prod(shape[2:]))  # (1, N·G, C/G·∏spatial)
     y = _batch_norm(x, None, None, None, None, True, 0.0, eps).view(input.shape)
     return _affine(y, weight, bias, lambda v: _channel_view(v, input.dim()))
 

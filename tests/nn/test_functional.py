@@ -1,0 +1,129 @@
+"""The functional forms: gradcheck/gradgradcheck in float64, half types, channels-last, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from torch.autograd import gradcheck, gradgradcheck
+
+from normlab.nn import functional as F
+from parity import assert_close, assert_same_error
+
+f64 = dict(dtype=torch.float64)
+
+
+def leaf(*shape, offset=0.0):
+    return (torch.randn(*shape, **f64) + offset).requires_grad_()
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 5), (2, 3, 3, 2), (2, 2, 2, 2, 2)])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_gradcheck_and_gradgradcheck(shape, training, affine):
+    torch.manual_seed(0)
+    C = shape[1]
+    x = leaf(*shape, offset=1.0)
+    params = (leaf(C), leaf(C)) if affine else ()
+    rm, rv = torch.randn(C, **f64), torch.rand(C, **f64) + 0.5
+
+    def f(x, *wb):
+        # Fresh copies: the running statistics must not drift between gradcheck's evaluations.
+        return F.batch_norm(x, rm.clone(), rv.clone(), *wb, training=training, eps=1e-3)
+
+    assert gradcheck(f, (x, *params))
+    assert gradgradcheck(f, (x, *params))
+
+
+def test_batch_norm_gradcheck_channels_last():
+    x = leaf(2, 3, 3, 2).detach().to(memory_format=torch.channels_last).requires_grad_()
+    w, b = leaf(3), leaf(3)
+    assert gradcheck(lambda x, w, b: F.batch_norm(x, None, None, w, b, True), (x, w, b))
+
+
+@pytest.mark.parametrize("name,call", [
+    ("instance", lambda x, w, b: F.instance_norm(x, None, None, w, b)),
+    ("group", lambda x, w, b: F.group_norm(x, 3, w, b)),
+    ("layer", lambda x, w, b: F.layer_norm(x, (6, 2), w.view(6, 1).expand(6, 2) * 1.0,
+                                           b.view(6, 1).expand(6, 2) * 1.0)),
+])
+def test_other_norms_gradcheck_and_gradgradcheck(name, call):
+    torch.manual_seed(1)
+    x, w, b = leaf(2, 6, 2), leaf(6), leaf(6)
+    assert gradcheck(call, (x, w, b))
+    assert gradgradcheck(call, (x, w, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_reduce_in_float32(dtype):
+    """Values near 60: Σx² over the batch is ~10⁸, far past float16's 65504. A half-precision
+    reduction would overflow or lose the variance; ours reduces in float32."""
+    torch.manual_seed(0)
+    x64 = torch.randn(32, 4, 16, 16, **f64) + 60
+    x = x64.to(dtype).requires_grad_()
+    w = torch.ones(4, dtype=dtype, requires_grad=True)
+    y = F.batch_norm(x, None, None, w, None, training=True)
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    expected = TF.batch_norm(x.detach().double(), None, None, training=True)
+    torch.testing.assert_close(y.double(), expected, atol=0.05, rtol=0)
+    y.float().pow(2).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.dtype == dtype and w.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_match_torch(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5).to(dtype)
+    rm, rv = torch.zeros(3, dtype=dtype), torch.ones(3, dtype=dtype)
+    rm_t, rv_t = rm.clone(), rv.clone()
+    y = F.batch_norm(x, rm, rv, training=True)
+    y_t = TF.batch_norm(x, rm_t, rv_t, training=True)
+    assert_close(y, y_t, "output")
+    assert_close(rm, rm_t, "running_mean")
+    assert_close(rv, rv_t, "running_var")
+
+
+@pytest.mark.parametrize("rank", [4, 5])
+def test_channels_last_matches_contiguous(rank):
+    torch.manual_seed(0)
+    shape = (3, 4, 5, 2, 3)[:rank]
+    fmt = torch.channels_last if rank == 4 else torch.channels_last_3d
+    x = torch.randn(shape, **f64)
+    xs = [x.clone().requires_grad_(), x.clone().to(memory_format=fmt).requires_grad_()]
+    w = torch.rand(4, **f64)
+    ys = [F.batch_norm(xi, None, None, w, None, training=True) for xi in xs]
+    dy = torch.randn(shape, **f64)
+    for y in ys:
+        y.backward(dy)
+    assert ys[1].is_contiguous(memory_format=fmt), "output should keep the channels-last layout"
+    assert_close(ys[1], ys[0], "output")
+    assert_close(xs[1].grad, xs[0].grad, "input grad")
+
+
+def test_running_stats_update_in_place_with_unbiased_variance():
+    x = torch.tensor([[1.0], [3.0]], **f64)  # one channel, values 1 and 3
+    rm, rv = torch.zeros(1, **f64), torch.ones(1, **f64)
+    F.batch_norm(x, rm, rv, training=True, momentum=0.5)
+    assert rm.item() == pytest.approx(0.5 * 0 + 0.5 * 2)
+    assert rv.item() == pytest.approx(0.5 * 1 + 0.5 * 2)  # unbiased variance of {1, 3} is 2
+
+
+@pytest.mark.parametrize("call", [
+    lambda f: f.batch_norm(torch.randn(1, 3), None, None, training=True),
+    lambda f: f.batch_norm(torch.randn(1, 3, 1, 1), None, None, training=True),
+    lambda f: f.batch_norm(torch.randn(2, 3), None, None, training=True, eps=0.0),
+    lambda f: f.batch_norm(torch.randn(2, 3), torch.zeros(3), torch.ones(3), eps=-1.0),
+    lambda f: f.batch_norm(torch.randn(2, 3), None, None, torch.ones(4), training=True),
+    lambda f: f.batch_norm(torch.randn(2, 3), torch.zeros(4), torch.ones(4)),
+    lambda f: f.batch_norm(torch.randn(2, 3), None, None),
+    lambda f: f.batch_norm(torch.randn(2), None, None, training=True),
+    lambda f: f.instance_norm(torch.randn(2, 3, 1)),
+    lambda f: f.group_norm(torch.randn(2, 6, 4), 4),
+    lambda f: f.group_norm(torch.randn(2, 6, 4), 3, torch.ones(5)),
+    lambda f: f.group_norm(torch.randn(6), 3),
+    lambda f: f.group_norm(torch.randn(1, 3, 1), 3),
+    lambda f: f.layer_norm(torch.randn(2, 3), [4]),
+    lambda f: f.layer_norm(torch.randn(3), [2, 3]),
+    lambda f: f.layer_norm(torch.randn(2, 3), [3], torch.ones(4)),
+])
+def test_errors_match_torch(call):
+    assert_same_error(lambda: call(F), lambda: call(TF))
