@@ -174,7 +174,9 @@ def cmd_train(args) -> int:
             status, trainer = run_mod().run(config, out, resume=args.resume, quiet=args.quiet,
                                             extra_callbacks=[stop] + ([] if args.quiet else [EpochPrinter()]))
         except NonFiniteLossError as e:
-            print(f"normlab: error: {e}\nThe last good checkpoint is {out / 'checkpoint.pt'}.", file=sys.stderr)
+            kept = (f"The last good checkpoint is {out / 'checkpoint.pt'}." if (out / "checkpoint.pt").is_file()
+                    else "No epoch had finished, so there is no checkpoint to keep.")
+            print(f"normlab: error: {e}\n{kept}", file=sys.stderr)
             return 1
     if status == "interrupted":
         print(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.step}; checkpoint written.\n"

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from torch import nn
 
 from normlab.data import ImageTransform, TensorLoader
 from normlab.train import RunConfig
@@ -26,12 +25,6 @@ def loaders():
         return (TensorLoader(x[:n_train], y[:n_train], batch_size=batch_size, seed=seed, transform=t),
                 TensorLoader(x[n_train:], y[n_train:], batch_size=batch_size, shuffle=False, transform=t))
     return make
-
-
-def tiny_cnn(norm=True, dropout=0.0):
-    """Conv + BN + Dropout: BN's running statistics and dropout's RNG both matter for exact resume."""
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4) if norm else nn.Identity(), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * 4 * 4, 4))
 
 
 @pytest.fixture

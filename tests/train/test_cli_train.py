@@ -1,6 +1,7 @@
 """`normlab train` end to end on the real Fashion-MNIST (a subset, so each run takes seconds)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,31 +76,33 @@ def test_sigint_writes_a_checkpoint_and_resume_matches(tmp_path):
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["step"]) != (2, 0)  # stopped before the end
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
-    assert main([*args, "--resume", "--out", str(out), "--quiet"]) == 0
-    assert main([*args, "--out", str(straight), "--quiet"]) == 0
+    # the same kind of process for all three parts: torch's thread count changes the rounding
+    for extra in (["--resume", "--out", str(out)], ["--out", str(straight)]):
+        subprocess.run([exe, *args, *extra, "--quiet"], check=True, capture_output=True, timeout=300)
     assert metrics(out) == metrics(straight)
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
-    class BlowUpAfterFirstEpoch:
+    class PoisonAfterFirstEpoch:  # runs after the checkpoint callback, as the last callback
         def on_epoch_end(self, trainer, metrics):
-            for group in trainer.optimizer.param_groups:
-                group["initial_lr"] = group["lr"] = 1e38
-            trainer.scheduler.base_lrs = [1e38]
+            with torch.no_grad():
+                trainer.model[0].weight.fill_(float("nan"))
 
     out = tmp_path / "run"
-    with pytest.raises(Exception, match=r"at epoch 2, step \d+ .*Lower the learning rate"):
-        run(small_config(epochs=3), out, quiet=True, extra_callbacks=[BlowUpAfterFirstEpoch()])
+    with pytest.raises(Exception, match=r"the loss became nan at epoch 2, step 1 .*Lower the learning rate"):
+        run(small_config(epochs=3), out, quiet=True, extra_callbacks=[PoisonAfterFirstEpoch()])
     state = load_checkpoint(out / "checkpoint.pt", "lenet_bn")
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and "Lower the learning rate" in summary["error"]
 
 
-def test_nan_exit_code_and_message(tmp_path, capsys):
-    assert main(["train", "lenet_bn", "--lr", "1e30", "--epochs", "1", "--out", str(tmp_path / "r"), *SMALL]) == 1
+def test_divergence_exit_code_and_message(tmp_path, capsys):
+    # regression with lr 1e30: the second prediction is ~1e30, its square overflows float32
+    assert main(["train", "mlp", "--lr", "1e30", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
-    assert "the loss became nan at epoch 1, step" in err and "Lower the learning rate (--lr)" in err
+    assert re.search(r"the loss became (nan|inf) at epoch 1, step 2 \(lr 1e\+30\)", err)
+    assert "Lower the learning rate (--lr)" in err and "No epoch had finished, so there is no checkpoint" in err
 
 
 @pytest.mark.parametrize("argv, message", [
