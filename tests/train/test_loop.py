@@ -166,15 +166,23 @@ def test_cosine_reaches_zero_at_the_end_and_warmup_rises(loaders, config):
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
 def test_optimizers(name, cls, config):
-    opt = make_optimizer(nn.Linear(2, 2).parameters(), config(optimizer=name, momentum=0.9, weight_decay=1e-4).optim)
+    opt = make_optimizer(nn.Linear(2, 2), config(optimizer=name, momentum=0.9, weight_decay=1e-4).optim)
     assert type(opt) is cls and opt.defaults["weight_decay"] == 1e-4
     if name == "sgd":
         assert opt.defaults["momentum"] == 0.9
 
 
 def test_the_books_sgd_by_default(config):
-    opt = make_optimizer(nn.Linear(2, 2).parameters(), config().optim)
+    opt = make_optimizer(nn.Linear(2, 2), config().optim)
     assert opt.defaults["momentum"] == 0 and opt.defaults["weight_decay"] == 0
+
+
+def test_weight_decay_can_spare_biases_and_norm_parameters(config):
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    groups = make_optimizer(model, config(weight_decay=0.1, decay_vectors=False).optim).param_groups
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    assert [len(g["params"]) for g in groups] == [1, 3]  # Linear.weight | Linear.bias, γ, β
+    assert len(make_optimizer(model, config(weight_decay=0.1).optim).param_groups) == 1
 
 
 @pytest.mark.parametrize("updates, message", [

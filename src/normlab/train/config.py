@@ -38,7 +38,8 @@ class DataConfig:
     train_subset: int | None = None    # use only the first N training examples (quick runs)
     test_subset: int | None = None
     drop_last: bool = False            # drop the last, smaller batch (batch norm needs > 1 value)
-    augment: bool = False              # training images: random left-right flip and shift by <= 2 px
+    augment: bool = False              # training images: random left-right flip, and shift...
+    augment_shift: int = 2             # ...by up to this many pixels (0: flip only)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class OptimConfig:
     momentum: float = 0.0              # the book's SGD has none
     nesterov: bool = False
     weight_decay: float = 0.0
+    decay_vectors: bool = True         # False: no weight decay on biases and norm γ/β (1-D parameters)
     schedule: str = "none"             # none | step | cosine (per step, to 0 at the end of the run)
     step_epochs: int = 3               # step schedule: multiply lr by step_gamma every step_epochs
     step_gamma: float = 0.1

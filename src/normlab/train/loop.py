@@ -96,7 +96,13 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
 
 
-def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """The optimizer `cfg` names over `model`'s parameters. With `decay_vectors=False`, weight decay
+    spares the 1-D parameters (biases, and the norms' γ and β), a common refinement."""
+    params = list(model.parameters())
+    if cfg.weight_decay and not cfg.decay_vectors:
+        params = [{"params": [p for p in params if p.dim() > 1]},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
@@ -159,7 +165,7 @@ class Trainer:
         memory_format = torch.channels_last if config.train.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.forward = torch.compile(self.model) if config.train.compile else self.model
-        self.optimizer = make_optimizer(self.model.parameters(), config.optim)
+        self.optimizer = make_optimizer(self.model, config.optim)
         steps, epochs = len(train_iter), config.train.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda t: lr_factor(config.optim, t, steps, epochs))

@@ -39,7 +39,7 @@ def build_loaders(cfg, seed: int) -> tuple[TensorLoader, TensorLoader]:
     train_x, train_y = train.data[:cfg.train_subset], train.targets[:cfg.train_subset]
     test_x, test_y = test.data[:cfg.test_subset], test.targets[:cfg.test_subset]
     mean, std = pixel_mean_std(train_x) if cfg.normalize else (None, None)
-    train_transform = ImageTransform(cfg.resize, mean, std, augment=cfg.augment)
+    train_transform = ImageTransform(cfg.resize, mean, std, augment=cfg.augment, shift=cfg.augment_shift)
     return (TensorLoader(train_x, train_y, batch_size=cfg.batch_size, shuffle=True, drop_last=cfg.drop_last,
                          seed=seed, transform=train_transform),
             TensorLoader(test_x, test_y, batch_size=cfg.batch_size, shuffle=False,
