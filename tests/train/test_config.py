@@ -82,3 +82,11 @@ def test_every_zoo_model_has_book_settings():
     assert set(c.BOOK_SETTINGS) == set(list_models())
     for settings in c.BOOK_SETTINGS.values():
         c.override(RunConfig(), settings)  # every key valid
+
+
+def test_shipped_recipes_load_by_name():
+    assert "lenet_bn_best" in c.list_recipes()
+    cfg = c.resolve(None, "lenet_bn_best")
+    assert (cfg.model.name, cfg.optim.optimizer, cfg.optim.schedule, cfg.optim.decay_vectors) == \
+        ("lenet_bn", "adamw", "cosine", False)
+    assert cfg.data.batch_size == 128 and cfg.train.epochs == 10
