@@ -167,7 +167,7 @@ def cmd_train(args) -> int:
 
     config, out = _train_config(args)
     out = out or Path(args.out or run_mod().default_out(config))
-    print(f"training {config.model.name} (norm {config.model.norm or 'default'}) on {config.data.dataset}: "
+    print(f"training {config.model.name} (norm {run_mod().norm_name(config)}) on {config.data.dataset}: "
           f"lr {config.optim.lr}, batch {config.data.batch_size}, {config.train.epochs} epochs -> {out}", flush=True)
     with StopOnSignal() as stop:
         try:

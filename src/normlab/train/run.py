@@ -56,14 +56,21 @@ def build_model(cfg, dataset: str) -> torch.nn.Module:
     return create_model(cfg.name, norm=cfg.norm, norm_position=cfg.norm_position, **shape, **cfg.options)
 
 
+def norm_name(config: RunConfig) -> str:
+    """The norm the run uses: the configured one, else the model's default ("none" for no norm)."""
+    from normlab.models import model_defaults
+
+    return config.model.norm or model_defaults(config.model.name).get("norm") or "none"
+
+
 def default_out(config: RunConfig, root: str | Path = "runs") -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{config.model.name}-{config.model.norm or 'default'}-{stamp}"
+    """runs/<model>-<norm>-<timestamp>"""
+    return Path(root) / f"{config.model.name}-{norm_name(config)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def latest_run(config: RunConfig, root: str | Path = "runs") -> Path | None:
     """The newest run directory of this model and norm that has a checkpoint (for --resume without --out)."""
-    runs = sorted(Path(root).glob(f"{config.model.name}-{config.model.norm or 'default'}-*/checkpoint.pt"))
+    runs = sorted(Path(root).glob(f"{config.model.name}-{norm_name(config)}-*/checkpoint.pt"))
     return runs[-1].parent if runs else None
 
 
@@ -82,7 +89,7 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", config_mod.dumps(config))
     checkpoint = Checkpoint(out / "checkpoint.pt")
-    title = f"{config.model.name}, norm {config.model.norm or 'default'}, lr {config.optim.lr}"
+    title = f"{config.model.name}, norm {norm_name(config)}, lr {config.optim.lr}"
     callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"), checkpoint,
                  CurvesPlot(out / "curves.png", title), *extra_callbacks]
     trainer = Trainer(model, train_iter, test_iter, config, callbacks)
