@@ -133,7 +133,7 @@ def coerce(key: str, value: Any) -> Any:
     """`value` (a TOML value, or a string from `--set`) converted to the type of config field `key`."""
     section, f = _field(key)
     allowed = _types(section, f)
-    if isinstance(value, str) and type(None) in allowed and value.lower() in ("none", "null", ""):
+    if type(None) in allowed and (value is None or isinstance(value, str) and value.lower() in ("none", "null", "")):
         return None
     for t in allowed:
         if t is type(None):
