@@ -6,8 +6,10 @@ complete file, never half of one.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +92,19 @@ def load_checkpoint(path: str | Path, model_name: str | None = None) -> dict[str
 
 
 class CurvesPlot:
-    """`curves.png`, the book's Animator figure, redrawn at each epoch end."""
+    """`curves.png`, the book's Animator figure, redrawn at each epoch end (needs matplotlib: the [plot] extra)."""
 
     def __init__(self, path: str | Path, title: str = ""):
         self.path, self.title = Path(path), title
+        self.available = importlib.util.find_spec("matplotlib") is not None
+        if not self.available:
+            warnings.warn("matplotlib is not installed, so no curves.png is drawn; "
+                          "pip install 'normlab[plot]' to get it", stacklevel=2)
 
     def on_epoch_end(self, trainer, metrics) -> None:
-        from normlab.train.plots import save_curves
-        save_curves(trainer.history, self.path, title=self.title, epochs=trainer.config.train.epochs)
+        if self.available:
+            from normlab.train.plots import save_curves
+            save_curves(trainer.history, self.path, title=self.title, epochs=trainer.config.train.epochs)
 
 
 class StopOnSignal:
