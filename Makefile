@@ -23,15 +23,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+# Real Fashion-MNIST, the book's BN-LeNet, 5 epochs with a cosine schedule: about a minute on 2 cores.
 demo: $(STAMP)
-	$(VENV)/bin/normlab data status
 	$(VENV)/bin/normlab data summary fashion-mnist
+	$(VENV)/bin/normlab train lenet_bn --epochs 5 --schedule cosine --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_loading.py
+	$(PY) benchmarks/training_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

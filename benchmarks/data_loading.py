@@ -19,46 +19,11 @@ import statistics
 import time
 import warnings
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+
+from book import BookFashionMNIST, Image
 
 from normlab.data import FashionMNIST, load_fashion_mnist
-
-try:
-    from PIL import Image
-except ImportError:  # pillow comes with matplotlib (the [plot] extra)
-    Image = None
-
-
-def to_tensor(pic) -> torch.Tensor:
-    """torchvision's ToTensor for a mode-L PIL image: (H, W) uint8 -> (1, H, W) float in [0, 1]."""
-    array = np.array(pic, np.uint8, copy=True)
-    return torch.from_numpy(array).view(pic.size[1], pic.size[0], 1).permute(2, 0, 1).contiguous().float().div(255)
-
-
-class BookFashionMNIST(torch.utils.data.Dataset):
-    """torchvision.datasets.FashionMNIST's per-sample __getitem__, with ToTensor (and Resize)."""
-
-    def __init__(self, data: torch.Tensor, targets: torch.Tensor, resize: int | None = None):
-        self.data, self.targets, self.resize = data, targets, resize
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int):
-        image, target = self.data[i], int(self.targets[i])
-        if Image is None:  # no pillow: the same per-sample work minus the PIL round trip
-            x = image.unsqueeze(0).float().div(255)
-        else:
-            pic = Image.fromarray(image.numpy(), mode="L")
-            if self.resize:
-                pic = pic.resize((self.resize, self.resize), Image.BILINEAR)
-            x = to_tensor(pic)
-        if self.resize and Image is None:
-            x = F.interpolate(x[None], size=(self.resize, self.resize), mode="bilinear")[0]
-        return x, target
-
 
 def epoch_seconds(loader) -> float:
     t0 = time.perf_counter()

@@ -119,3 +119,39 @@ def test_device_placement_cuda():
     loader = TensorLoader(images(4), torch.arange(4), batch_size=2, device="cuda", transform=ImageTransform(96))
     x, y = next(iter(loader))
     assert x.is_cuda and y.is_cuda and x.shape == (2, 1, 96, 96)
+
+
+def test_start_batch_skips_what_a_resumed_epoch_has_seen():
+    loader = TensorLoader(torch.arange(40), batch_size=8, seed=2)
+    full = [b for (b,) in loader]
+    loader.set_epoch(0, start_batch=3)
+    assert [b.tolist() for (b,) in loader] == [b.tolist() for b in full[3:]]
+    assert torch.cat([b for (b,) in loader]).sort().values.tolist() == list(range(40))  # next epoch: all of it
+    with pytest.raises(ValueError, match=r"start_batch must be in 0..5, got 6"):
+        loader.set_epoch(0, start_batch=6)
+
+
+def test_flip_and_shift_moves_pixels_and_fills_with_zero():
+    from normlab.data.loader import flip_and_shift
+    x = torch.arange(1, 2 * 5 * 5 + 1, dtype=torch.uint8).view(2, 5, 5)
+    out = flip_and_shift(x, 2, torch.Generator().manual_seed(0))
+    for img, src in zip(out, x):  # each output is a shifted (maybe flipped) window of the input
+        candidates = []
+        for flipped in (src, src.flip(-1)):
+            padded = torch.nn.functional.pad(flipped, (2, 2, 2, 2))
+            candidates += [padded[dy:dy + 5, dx:dx + 5] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(img, c) for c in candidates)
+    same = flip_and_shift(x, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+
+
+def test_augmented_batches_replay_exactly_per_epoch_and_batch():
+    x = torch.randint(0, 256, (32, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    make = lambda: TensorLoader(x, batch_size=8, seed=4, transform=ImageTransform(augment=True))  # noqa: E731
+    loader = make()
+    epochs = [[b for (b,) in loader] for _ in range(2)]
+    resumed = make()
+    resumed.set_epoch(1, start_batch=2)
+    assert all(torch.equal(a, b) for a, b in zip(epochs[1][2:], [b for (b,) in resumed]))
+    plain = TensorLoader(x, batch_size=8, seed=4, transform=ImageTransform())
+    assert not all(torch.equal(a, b) for a, b in zip(epochs[0], [b for (b,) in plain]))

@@ -2,23 +2,12 @@
 
 Run in CI, where .ci/run installs the data; skipped elsewhere when it is absent.
 """
-import os
-
 import pytest
 import torch
 
-from normlab.data import FASHION_MNIST, FashionMNIST, load_fashion_mnist, pixel_mean_std
-from normlab.data.fashion_mnist import locate
+from normlab.data import FashionMNIST, load_fashion_mnist, pixel_mean_std
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def real_data():
-    if locate(FASHION_MNIST, FASHION_MNIST.resources) is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must have Fashion-MNIST: .ci/run installs dataset-fashion-mnist")
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("real_fashion_mnist")]
 
 
 @pytest.fixture(scope="module")

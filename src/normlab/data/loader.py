@@ -18,9 +18,9 @@ import torch.nn.functional as F
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    # Mix seed and epoch into one 63-bit seed; neighbouring (seed, epoch) pairs stay distinct.
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
+def _epoch_generator(seed: int, epoch: int, batch: int = -1) -> torch.Generator:
+    # Mix seed, epoch and batch into one 63-bit seed; neighbouring triples stay distinct.
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + batch + 1) % (2**63))
 
 
 class TensorLoader:
@@ -32,7 +32,9 @@ class TensorLoader:
         shuffle: a new permutation each epoch (seeded); otherwise the stored order.
         seed: seed of the epoch permutations; None draws one from torch's global generator,
             so `torch.manual_seed` makes the order reproducible too.
-        transform: applied to each batch of the first tensor (e.g. uint8 -> float, resize).
+        transform: applied to each batch of the first tensor (e.g. uint8 -> float, resize). A
+            transform with `random = True` also gets `generator=`, seeded by (seed, epoch, batch),
+            so random augmentation replays exactly too.
         device: where batches are made; the tensors are moved there once.
     """
 
@@ -51,7 +53,7 @@ class TensorLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed = int(torch.randint(2**62, (1,)).item()) if seed is None else int(seed)
         self.transform = transform
-        self.epoch = 0
+        self.epoch, self.start_batch = 0, 0
 
     @property
     def num_examples(self) -> int:
@@ -62,9 +64,12 @@ class TensorLoader:
         n, b = self.num_examples, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration use epoch `epoch`'s permutation."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next iteration serve epoch `epoch`'s permutation, from batch `start_batch` on
+        (a run resumed mid-epoch sees exactly the batches it had not yet seen)."""
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
+        self.epoch, self.start_batch = epoch, start_batch
 
     def order(self, epoch: int) -> torch.Tensor:
         """The example indices of epoch `epoch`, in the order they are served."""
@@ -74,12 +79,14 @@ class TensorLoader:
         return torch.randperm(n, generator=_epoch_generator(self.seed, epoch))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = self.order(self.epoch).to(self.device)
-        self.epoch += 1  # the next `for` loop is the next epoch
-        for i in range(len(self)):
+        order, start = self.order(self.epoch).to(self.device), self.start_batch
+        self.epoch, self.start_batch = self.epoch + 1, 0  # the next `for` loop is the next epoch
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             batch = [t[idx] for t in self.tensors]
-            if self.transform is not None:
+            if getattr(self.transform, "random", False):
+                batch[0] = self.transform(batch[0], generator=_epoch_generator(self.seed, self.epoch - 1, i))
+            elif self.transform is not None:
                 batch[0] = self.transform(batch[0])
             yield tuple(batch)
 
@@ -93,11 +100,13 @@ class ImageTransform:
 
     `resize` uses bilinear interpolation (align_corners=False), as the book's
     `transforms.Resize` does for the 224×224 (AlexNet, VGG, NiN) and 96×96 (GoogLeNet,
-    ResNet) inputs. With `mean`/`std`, the output is `(x - mean) / std`.
+    ResNet) inputs. With `mean`/`std`, the output is `(x - mean) / std`. With `augment`
+    (training data only), each image is flipped left-right with probability ½ and shifted by
+    up to `shift` pixels each way (zero fill), from the generator the loader passes.
     """
 
     def __init__(self, resize: int | tuple[int, int] | None = None,
-                 mean: float | None = None, std: float | None = None):
+                 mean: float | None = None, std: float | None = None, augment: bool = False, shift: int = 2):
         if isinstance(resize, int):
             resize = (resize, resize)
         if resize is not None and (len(resize) != 2 or min(resize) < 1):
@@ -105,8 +114,11 @@ class ImageTransform:
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         self.resize, self.mean, self.std = resize, mean, std
+        self.random, self.shift = augment, shift
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.random:
+            images = flip_and_shift(images, self.shift, generator)
         x = images.unsqueeze(1).to(torch.float32).div_(255)  # (N, H, W) uint8 -> (N, 1, H, W) in [0, 1]
         if self.resize is not None and tuple(x.shape[-2:]) != self.resize:
             x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False)
@@ -115,4 +127,17 @@ class ImageTransform:
         return x
 
     def __repr__(self) -> str:
-        return f"ImageTransform(resize={self.resize}, mean={self.mean}, std={self.std})"
+        return f"ImageTransform(resize={self.resize}, mean={self.mean}, std={self.std}, augment={self.random})"
+
+
+def flip_and_shift(images: torch.Tensor, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each (H, W) image flipped left-right with probability ½ and moved by (dy, dx) ∈ [−shift, shift]²,
+    the uncovered border filled with 0; one gather for the whole batch."""
+    n, h, w = images.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    images = torch.where(flip.view(n, 1, 1).to(images.device), images.flip(-1), images)
+    padded = torch.nn.functional.pad(images, (shift, shift, shift, shift))  # (N, H + 2s, W + 2s)
+    dy, dx = (torch.randint(0, 2 * shift + 1, (n, 1), generator=generator).to(images.device) for _ in range(2))
+    rows = dy + torch.arange(h, device=images.device)  # (N, H): source row of each output row
+    cols = dx + torch.arange(w, device=images.device)  # (N, W)
+    return padded[torch.arange(n, device=images.device).view(n, 1, 1), rows.view(n, h, 1), cols.view(n, 1, w)]

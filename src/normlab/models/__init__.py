@@ -15,9 +15,9 @@ Every builder takes the same norm options (see base.py and normlab.nn.blocks):
 
 and create_model drops options given as None, so each model's defaults stand.
 """
-from .registry import create_model, list_models, register_model
+from .registry import create_model, list_models, model_defaults, register_model
 from .summary import Summary, summary, inception_table
 # importing a family registers its builders, in this order
 from . import lenet, alexnet, vgg, nin, googlenet, resnet, densenet, mlp  # noqa: F401,E402
 
-__all__ = ["create_model", "list_models", "register_model", "summary", "Summary", "inception_table"]
+__all__ = ["create_model", "list_models", "model_defaults", "register_model", "summary", "Summary", "inception_table"]

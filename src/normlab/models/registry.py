@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models"]
+__all__ = ["register_model", "create_model", "list_models", "model_defaults"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -38,3 +38,11 @@ def create_model(name: str, **kw) -> nn.Module:
             raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; "
                              f"it takes: {', '.join(params)}")
     return builder(**kw)
+
+
+def model_defaults(name: str) -> dict:
+    """The builder's keyword defaults, e.g. model_defaults("lenet_bn")["norm"] == "batch"."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return {k: p.default for k, p in inspect.signature(_MODELS[name]).parameters.items()
+            if p.default is not inspect.Parameter.empty}

@@ -1,0 +1,80 @@
+"""The book's pipeline, restated without torchvision (which does not import beside this torch):
+the per-sample Fashion-MNIST dataset with ToTensor, the seeds' BN-LeNet with torch's layers, and
+`train_ch6`'s loop. The references the benchmarks measure normlab against, in the same run.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:
+    from PIL import Image
+except ImportError:  # pillow comes with matplotlib (the [plot] extra)
+    Image = None
+
+
+def to_tensor(pic) -> torch.Tensor:
+    """torchvision's ToTensor for a mode-L PIL image: (H, W) uint8 -> (1, H, W) float in [0, 1]."""
+    array = np.array(pic, np.uint8, copy=True)
+    return torch.from_numpy(array).view(pic.size[1], pic.size[0], 1).permute(2, 0, 1).contiguous().float().div(255)
+
+
+class BookFashionMNIST(torch.utils.data.Dataset):
+    """torchvision.datasets.FashionMNIST's per-sample __getitem__, with ToTensor (and Resize)."""
+
+    def __init__(self, data: torch.Tensor, targets: torch.Tensor, resize: int | None = None):
+        self.data, self.targets, self.resize = data, targets, resize
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        image, target = self.data[i], int(self.targets[i])
+        if Image is None:  # no pillow: the same per-sample work minus the PIL round trip
+            x = image.unsqueeze(0).float().div(255)
+        else:
+            pic = Image.fromarray(image.numpy(), mode="L")
+            if self.resize:
+                pic = pic.resize((self.resize, self.resize), Image.BILINEAR)
+            x = to_tensor(pic)
+        if self.resize and Image is None:
+            x = F.interpolate(x[None], size=(self.resize, self.resize), mode="bilinear")[0]
+        return x, target
+
+
+def book_bn_lenet() -> nn.Sequential:
+    """The seeds' BN-LeNet (d2l §8.5, concise version): torch's BatchNorm, sigmoid, average pooling."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, kernel_size=5), nn.BatchNorm2d(6), nn.Sigmoid(),
+        nn.AvgPool2d(kernel_size=2, stride=2),
+        nn.Conv2d(6, 16, kernel_size=5), nn.BatchNorm2d(16), nn.Sigmoid(),
+        nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
+        nn.Linear(256, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
+        nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(),
+        nn.Linear(84, 10))
+
+
+def accuracy(y_hat: torch.Tensor, y: torch.Tensor) -> float:
+    """d2l.accuracy: the number of correct predictions."""
+    return float((y_hat.argmax(axis=1).type(y.dtype) == y).type(y.dtype).sum())
+
+
+def train_ch6_epoch(net, train_iter, optimizer, device="cpu") -> tuple[float, float, int]:
+    """One epoch of d2l's train_ch6 loop (without the Animator): (loss sum, correct, examples)."""
+    loss = nn.CrossEntropyLoss()
+    metric = [0.0, 0.0, 0]
+    net.train()
+    for X, y in train_iter:
+        optimizer.zero_grad()
+        X, y = X.to(device), y.to(device)
+        y_hat = net(X)
+        l = loss(y_hat, y)  # noqa: E741 (the book's name)
+        l.backward()
+        optimizer.step()
+        with torch.no_grad():
+            metric[0] += float(l * X.shape[0])
+            metric[1] += accuracy(y_hat, y)
+            metric[2] += X.shape[0]
+    return metric[0], metric[1], metric[2]

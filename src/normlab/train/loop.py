@@ -1,0 +1,357 @@
+"""One training loop for classification and regression: the book's `train_ch6`, made exact and resumable.
+
+    for epoch:                       train_iter reshuffles from (seed, epoch)
+        for batch:                   forward, loss, backward, step, schedule (per step)
+        evaluate                     test_acc (classification) or test_mse (regression)
+        callbacks.on_epoch_end       metrics log, checkpoint, curves: chosen by the caller
+
+`train` returns the History and prints nothing; the CLI picks the callbacks and the files.
+Everything that decides the numbers (weights, optimizer, schedule, RNG states, the position in
+the epoch, the running sums) is in `Trainer.state_dict()`, so a run resumed from a checkpoint,
+even one written mid-epoch, ends with the same weights and metrics as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from normlab.train.config import RunConfig
+
+TRAIN_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "test_mse", "examples_per_sec",
+              "train_seconds", "epoch_seconds", "lr")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+class Interrupted(Exception):
+    """A stop was requested (Ctrl-C); raised at a batch boundary, where the state is consistent."""
+
+
+# ---------------------------------------------------------------- set-up helpers
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks cuda, then mps, then cpu."""
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device; use --device cpu or auto")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state, as tensors and plain values (so checkpoints load with weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def init_weights(model: nn.Module, scheme: str = "xavier") -> None:
+    """`xavier`: the book's xavier_uniform_ on every Conv and Linear weight; `torch`: leave torch's init."""
+    if scheme == "torch":
+        return
+    if scheme != "xavier":
+        raise ValueError(f"unknown init {scheme!r}; choose one of: xavier, torch")
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.xavier_uniform_(m.weight)
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine")
+
+
+def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """The optimizer `cfg` names over `model`'s parameters. With `decay_vectors=False`, weight decay
+    spares the 1-D parameters (biases, and the norms' γ and β), a common refinement."""
+    params = list(model.parameters())
+    if cfg.weight_decay and not cfg.decay_vectors:
+        params = [{"params": [p for p in params if p.dim() > 1]},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+
+
+def lr_factor(cfg, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """The schedule's multiplier of the base lr before optimizer step `step` (0-based, per batch).
+
+        warm-up   t < W:  (t + 1) / W
+        step      gamma ** (epoch // step_epochs)
+        cosine    ½ (1 + cos(π · (t − W) / (T − W)))     → 0 at the last step T
+    """
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "none":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
+    if cfg.schedule == "cosine":
+        total = max(epochs * steps_per_epoch - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / total))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+
+
+# ---------------------------------------------------------------- the loop
+
+@dataclass
+class History:
+    """Per-epoch metrics, and the train-curve points the book's Animator draws (5 per epoch)."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    points: list[dict[str, float]] = field(default_factory=list)  # {"x": epoch + fraction, train_loss, train_acc}
+
+    def __getitem__(self, i):
+        return self.epochs[i]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.epochs[-1]
+
+
+class Trainer:
+    """Holds everything a run needs; `run()` trains to `config.train.epochs`. See `train`."""
+
+    def __init__(self, model: nn.Module, train_iter, test_iter, config: RunConfig, callbacks=()):
+        self.config, self.callbacks = config, list(callbacks)
+        self.train_iter, self.test_iter = train_iter, test_iter
+        self.device = resolve_device(config.train.device)
+        self.regression = config.data.dataset == "poly"
+        seed_everything(config.train.seed)
+        init_weights(model, config.train.init)
+        memory_format = torch.channels_last if config.train.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.forward = torch.compile(self.model) if config.train.compile else self.model
+        self.optimizer = make_optimizer(self.model, config.optim)
+        steps, epochs = len(train_iter), config.train.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda t: lr_factor(config.optim, t, steps, epochs))
+        self.loss_fn = nn.MSELoss() if self.regression else nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing)
+        self.autocast, self.scaler = self._amp(config.train.amp)
+        self.history = History()
+        self.epoch, self.step = 0, 0      # the next batch to run: epoch `epoch`, batch `step`
+        self.sums = self._zero_sums()     # running sums of the current epoch
+        self.stop_requested = False
+
+    def _amp(self, amp: str):
+        if amp == "none":
+            return contextlib.nullcontext, None
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if amp not in dtypes:
+            raise ValueError(f"unknown amp {amp!r}; choose one of: none, {', '.join(dtypes)}")
+        if self.device.type != "cuda":
+            raise ValueError(f"--amp {amp} needs a CUDA device (autocast), this run is on {self.device}; "
+                             "drop --amp or use --device cuda")
+        scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        return (lambda: torch.autocast("cuda", dtype=dtypes[amp])), scaler
+
+    @staticmethod
+    def _zero_sums() -> dict[str, float]:
+        return {"loss": 0.0, "correct": 0.0, "count": 0, "step_seconds": 0.0, "train_seconds": 0.0}
+
+    # -------------------------------------------------- state, for checkpoints and resume
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "rng": rng_state(), "epoch": self.epoch, "step": self.step, "sums": dict(self.sums),
+                "history": {"epochs": self.history.epochs, "points": self.history.points}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step, self.sums = state["epoch"], state["step"], dict(state["sums"])
+        self.history = History(list(state["history"]["epochs"]), list(state["history"]["points"]))
+
+    # -------------------------------------------------- running
+
+    def run(self) -> History:
+        self._call("on_train_start")
+        while self.epoch < self.config.train.epochs:
+            epoch_start = time.perf_counter() - self.sums["train_seconds"]
+            self.train_epoch()
+            metrics = self._epoch_metrics(epoch_start)
+            self.history.epochs.append(metrics)
+            self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
+            self._call("on_epoch_end", metrics)
+        self._call("on_train_end")
+        return self.history
+
+    def train_epoch(self) -> dict[str, float]:
+        """Train from the current position to the end of epoch `self.epoch`; returns the running sums
+        (loss, correct, count, step_seconds, train_seconds). Evaluation and callbacks' epoch hooks are run()'s."""
+        self.model.train()
+        self.train_iter.set_epoch(self.epoch, start_batch=self.step)
+        n_batches = len(self.train_iter)
+        marks = _point_marks(n_batches, self.config.train.points_per_epoch)
+        t_load = time.perf_counter()
+        for X, y in self.train_iter:
+            self.sums["train_seconds"] += time.perf_counter() - t_load
+            self._train_step(X, y)
+            self.step += 1
+            if self.step in marks:
+                self.history.points.append(self._point(self.epoch + self.step / n_batches))
+            self._call("on_step_end")
+            t_load = time.perf_counter()
+            if self.stop_requested and self.step < n_batches:
+                raise Interrupted(f"stopped at epoch {self.epoch + 1}, batch {self.step} of {n_batches}")
+        return self.sums
+
+    def _train_step(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        t0 = time.perf_counter()
+        X, y = self._to_device(X), y.to(self.device, non_blocking=True)
+        with self.autocast(), _explain_single_value_batches(len(y)):
+            y_hat = self.forward(X)
+            loss = self.loss_fn(y_hat, y)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} "
+                f"(lr {self.optimizer.param_groups[0]['lr']:.4g}); the run stopped and the last good checkpoint "
+                "was kept. Lower the learning rate (--lr) and train again.")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.scheduler.step()
+        n = len(y)
+        self.sums["loss"] += loss_value * n
+        if not self.regression:
+            self.sums["correct"] += float((y_hat.argmax(dim=1) == y).sum())
+        self.sums["count"] += n
+        elapsed = time.perf_counter() - t0
+        self.sums["step_seconds"] += elapsed
+        self.sums["train_seconds"] += elapsed
+
+    def _to_device(self, X: torch.Tensor) -> torch.Tensor:
+        X = X.to(self.device, non_blocking=True)
+        if self.config.train.channels_last and X.dim() == 4:
+            X = X.contiguous(memory_format=torch.channels_last)
+        return X
+
+    def _point(self, x: float) -> dict[str, float]:
+        s = self.sums
+        point = {"x": round(x, 6), "train_loss": s["loss"] / s["count"]}
+        if not self.regression:
+            point["train_acc"] = s["correct"] / s["count"]
+        return point
+
+    def _epoch_metrics(self, epoch_start: float) -> dict[str, float]:
+        s = self.sums
+        metrics = {"epoch": self.epoch + 1, "train_loss": s["loss"] / s["count"]}
+        if self.regression:
+            metrics["test_mse"] = evaluate(self.forward, self.test_iter, self.device, regression=True)
+        else:
+            metrics["train_acc"] = s["correct"] / s["count"]
+            metrics["test_acc"] = evaluate(self.forward, self.test_iter, self.device, autocast=self.autocast)
+        metrics.update(examples_per_sec=s["count"] / s["step_seconds"], train_seconds=s["train_seconds"],
+                       epoch_seconds=time.perf_counter() - epoch_start,
+                       lr=self.optimizer.param_groups[0]["lr"])
+        return metrics
+
+    def _call(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook, lambda *a: None)(self, *args)
+
+
+@contextlib.contextmanager
+def _explain_single_value_batches(batch_size: int):
+    """Batch norm cannot normalize one value per channel; say why, and what to do, in the user's terms."""
+    try:
+        yield
+    except ValueError as e:
+        if "Expected more than 1 value per channel" not in str(e):
+            raise
+        raise ValueError(
+            f"{e}. A training batch of {batch_size} gives batch norm a single value per channel, whose "
+            "variance is 0. Use a batch size > 1; if only the last batch is that small, drop it with "
+            "--set drop_last=true.") from None
+
+
+def _point_marks(n_batches: int, per_epoch: int) -> set[int]:
+    """Batch counts after which a curve point is taken: every n/per_epoch batches and the last (the book's rule)."""
+    every = max(n_batches // per_epoch, 1)
+    return {i for i in range(1, n_batches + 1) if i % every == 0} | {n_batches}
+
+
+@torch.no_grad()
+def evaluate(model, data_iter, device=None, regression: bool = False, autocast=contextlib.nullcontext) -> float:
+    """Accuracy (classification) or mean squared error (regression) over `data_iter`, in eval mode."""
+    module = getattr(model, "_orig_mod", model)
+    was_training = module.training
+    module.eval()
+    total, count = 0.0, 0
+    for X, y in data_iter:
+        X, y = X.to(device), y.to(device)
+        with autocast():
+            y_hat = model(X)
+        if regression:
+            total += float(((y_hat.float() - y) ** 2).sum())
+        else:
+            total += float((y_hat.argmax(dim=1) == y).sum())
+        count += y.numel()
+    module.train(was_training)
+    return total / count
+
+
+def train(model: nn.Module, train_iter, test_iter, config: RunConfig, callbacks=(), resume: dict | None = None) -> History:
+    """Train `model` as `config` says and return its History (per-epoch metrics and curve points).
+
+    `resume`: a `Trainer.state_dict()` (a checkpoint), from which the run continues exactly.
+    """
+    trainer = Trainer(model, train_iter, test_iter, config, callbacks)
+    if resume is not None:
+        trainer.load_state_dict(resume)
+    return trainer.run()

@@ -1,0 +1,126 @@
+"""A run directory: build the data and the model from a RunConfig, train with the standard callbacks.
+
+    runs/<name>/config.toml      the fully resolved config
+                metrics.jsonl    one JSON object per epoch
+                curves.png       the book's Animator figure
+                checkpoint.pt    model, optimizer, schedule, RNG states, position (weights_only=True)
+                summary.json     status, final and best metrics, parameters, device, versions
+
+Used by `normlab train` and the experiment runner; neither prints from here.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from normlab import __version__
+from normlab._io import atomic_write_text
+from normlab.data import FashionMNIST, MNIST, ImageTransform, TensorLoader, load_poly_regression, pixel_mean_std
+from normlab.train import config as config_mod
+from normlab.train.callbacks import Checkpoint, CurvesPlot, MetricsLog, ProgressBar, load_checkpoint
+from normlab.train.config import ConfigError, RunConfig
+from normlab.train.loop import History, Interrupted, NonFiniteLossError, Trainer
+
+DATASETS = {"fashion-mnist": FashionMNIST, "mnist": MNIST, "poly": None}
+
+
+def build_loaders(cfg, seed: int) -> tuple[TensorLoader, TensorLoader]:
+    """The (train_iter, test_iter) that `cfg` (a DataConfig) describes; the order is seeded by `seed`."""
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if cfg.dataset == "poly":
+        return load_poly_regression(batch_size=cfg.batch_size, seed=seed)
+    train, test = (DATASETS[cfg.dataset](cfg.root, train=split) for split in (True, False))
+    train_x, train_y = train.data[:cfg.train_subset], train.targets[:cfg.train_subset]
+    test_x, test_y = test.data[:cfg.test_subset], test.targets[:cfg.test_subset]
+    mean, std = pixel_mean_std(train_x) if cfg.normalize else (None, None)
+    train_transform = ImageTransform(cfg.resize, mean, std, augment=cfg.augment, shift=cfg.augment_shift)
+    return (TensorLoader(train_x, train_y, batch_size=cfg.batch_size, shuffle=True, drop_last=cfg.drop_last,
+                         seed=seed, transform=train_transform),
+            TensorLoader(test_x, test_y, batch_size=cfg.batch_size, shuffle=False,
+                         transform=ImageTransform(cfg.resize, mean, std)))
+
+
+def build_model(cfg, dataset: str) -> torch.nn.Module:
+    """The zoo model that `cfg` (a ModelConfig) names; regression data gets one output."""
+    from normlab.models import create_model
+
+    if dataset == "poly" and cfg.name != "mlp":
+        raise ConfigError(f"dataset poly (2 features, 1 target) needs model mlp, not {cfg.name!r}")
+    shape = {"num_classes": 1, "in_features": 2} if dataset == "poly" else {}
+    return create_model(cfg.name, norm=cfg.norm, norm_position=cfg.norm_position, **shape, **cfg.options)
+
+
+def norm_name(config: RunConfig) -> str:
+    """The norm the run uses: the configured one, else the model's default ("none" for no norm)."""
+    from normlab.models import model_defaults
+
+    return config.model.norm or model_defaults(config.model.name).get("norm") or "none"
+
+
+def default_out(config: RunConfig, root: str | Path = "runs") -> Path:
+    """runs/<model>-<norm>-<timestamp>"""
+    return Path(root) / f"{config.model.name}-{norm_name(config)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_run(config: RunConfig, root: str | Path = "runs") -> Path | None:
+    """The newest run directory of this model and norm that has a checkpoint (for --resume without --out)."""
+    runs = sorted(Path(root).glob(f"{config.model.name}-{norm_name(config)}-*/checkpoint.pt"))
+    return runs[-1].parent if runs else None
+
+
+def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False,
+        extra_callbacks=()) -> tuple[str, Trainer]:
+    """Train as `config` says into run directory `out`; returns (status, trainer).
+
+    status: "finished", "interrupted" (a checkpoint was written; resume continues exactly) or
+    "diverged" (NonFiniteLossError: the last good checkpoint is kept). Other errors propagate.
+    """
+    out = Path(out)
+    state = load_checkpoint(out / "checkpoint.pt", config.model.name) if resume else None
+    torch.manual_seed(config.train.seed)  # the model's own init (init="torch") is seeded too
+    model = build_model(config.model, config.data.dataset)
+    train_iter, test_iter = build_loaders(config.data, config.train.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.toml", config_mod.dumps(config))
+    checkpoint = Checkpoint(out / "checkpoint.pt")
+    title = f"{config.model.name}, norm {norm_name(config)}, lr {config.optim.lr}"
+    callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"), checkpoint,
+                 CurvesPlot(out / "curves.png", title), *extra_callbacks]
+    trainer = Trainer(model, train_iter, test_iter, config, callbacks)
+    if state is not None:
+        trainer.load_state_dict(state)
+    status, error = "finished", None
+    try:
+        trainer.run()
+    except Interrupted:
+        status = "interrupted"
+        checkpoint.save(trainer)
+    except NonFiniteLossError as e:
+        status, error = "diverged", str(e)
+    finally:
+        callbacks[0].close()
+    write_summary(out / "summary.json", config, trainer, status, error)
+    if error is not None:
+        raise NonFiniteLossError(error)
+    return status, trainer
+
+
+def write_summary(path: Path, config: RunConfig, trainer: Trainer, status: str, error: str | None) -> None:
+    history: History = trainer.history
+    key = "test_mse" if trainer.regression else "test_acc"
+    best = (min if trainer.regression else max)(history.epochs, key=lambda m: m[key], default=None)
+    summary: dict[str, Any] = {
+        "status": status, "error": error, "model": config.model.name, "norm": config.model.norm,
+        "epochs_done": len(history), "epochs": config.train.epochs, "final": history.epochs[-1] if history.epochs else None,
+        f"best_{key}": best[key] if best else None, "best_epoch": best["epoch"] if best else None,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "device": str(trainer.device), "torch": torch.__version__, "normlab": __version__,
+        "python": platform.python_version(),
+    }
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,247 @@
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from normlab.data import TensorLoader, load_poly_regression
+from normlab.train import Interrupted, NonFiniteLossError, Trainer, train
+from normlab.train.loop import init_weights, lr_factor, make_optimizer, resolve_device
+
+def tiny_cnn(norm=True, dropout=0.0):
+    """Conv + BN + Dropout: BN's running statistics and dropout's RNG both matter for exact resume."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4) if norm else nn.Identity(), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * 4 * 4, 4))
+
+
+DETERMINISTIC = ("epoch", "train_loss", "train_acc", "test_acc", "test_mse", "lr")
+
+
+def numbers(history):
+    return [{k: m[k] for k in DETERMINISTIC if k in m} for m in history.epochs], history.points
+
+
+def test_metrics_per_epoch(loaders, config):
+    history = train(tiny_cnn(), *loaders(), config(epochs=2))
+    assert [m["epoch"] for m in history.epochs] == [1, 2]
+    m = history.last
+    assert set(m) == {"epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "train_seconds",
+                      "epoch_seconds", "lr"}
+    assert 0 <= m["train_acc"] <= 1 and 0 <= m["test_acc"] <= 1 and m["train_loss"] > 0
+    assert 0 < m["train_seconds"] <= m["epoch_seconds"] and m["examples_per_sec"] > 0
+    assert len(history.points) == 12  # 6 batches an epoch, 6 // 5 = 1: a point after every batch
+
+
+def test_five_curve_points_per_epoch_as_the_book(loaders, config):
+    history = train(tiny_cnn(), *loaders(batch_size=4), config(epochs=2, batch_size=4))  # 24 batches
+    xs = [p["x"] for p in history.points]
+    # every 24 // 5 = 4 batches, and the last: 4, 8, ..., 24 -> 6 points an epoch
+    assert xs[:6] == pytest.approx([4 / 24, 8 / 24, 12 / 24, 16 / 24, 20 / 24, 1.0], abs=1e-6)
+    assert xs[6:] == pytest.approx([1 + x for x in xs[:6]], abs=1e-6)
+
+
+def test_learns_the_tiny_task(loaders, config):
+    history = train(tiny_cnn(), *loaders(), config(epochs=8, lr=0.3))
+    assert history.last["test_acc"] >= 0.9 and history.last["train_loss"] < history[0]["train_loss"]
+
+
+def test_same_seed_same_numbers_and_weights(loaders, config):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(5)  # as `normlab train` does before building the model
+        model = tiny_cnn(dropout=0.3)
+        history = train(model, *loaders(seed=5), config(seed=5))
+        runs.append((numbers(history), model.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    for k, v in runs[0][1].items():
+        assert torch.equal(v, runs[1][1][k]), k
+    torch.manual_seed(6)
+    model = tiny_cnn(dropout=0.3)
+    assert numbers(train(model, *loaders(seed=6), config(seed=6)))[0] != runs[0][0]
+
+
+class StopAt:
+    def __init__(self, epoch, step):
+        self.epoch, self.step = epoch, step
+
+    def on_step_end(self, trainer):
+        if (trainer.epoch, trainer.step) == (self.epoch, self.step):
+            trainer.stop_requested = True
+
+
+def roundtrip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("stop", [(1, 3), (0, 1), (2, 5)])
+def test_interrupted_then_resumed_equals_uninterrupted(loaders, config, stop):
+    cfg = config(seed=3, epochs=3)
+    torch.manual_seed(3)
+    reference_model = tiny_cnn(dropout=0.3)
+    reference = train(reference_model, *loaders(seed=3), cfg)
+
+    torch.manual_seed(3)
+    trainer = Trainer(tiny_cnn(dropout=0.3), *loaders(seed=3), cfg, callbacks=[StopAt(*stop)])
+    with pytest.raises(Interrupted, match=f"stopped at epoch {stop[0] + 1}, batch {stop[1]} of 6"):
+        trainer.run()
+    state = roundtrip(trainer.state_dict())  # as a checkpoint file would carry it
+
+    torch.manual_seed(1234)  # a different process state: everything must come from the checkpoint
+    resumed_model = tiny_cnn(dropout=0.3)
+    resumed = Trainer(resumed_model, *loaders(seed=3), cfg)
+    resumed.load_state_dict(state)
+    history = resumed.run()
+    assert numbers(history) == numbers(reference)
+    for k, v in reference_model.state_dict().items():
+        assert torch.equal(v, resumed_model.state_dict()[k]), k
+
+
+def test_resume_at_an_epoch_end(loaders, config):
+    cfg = config(seed=4, epochs=3)
+    torch.manual_seed(4)
+    reference = train(tiny_cnn(), *loaders(seed=4), cfg)
+    torch.manual_seed(4)
+    first = Trainer(tiny_cnn(), *loaders(seed=4), config(seed=4, epochs=3))
+    first.config = config(seed=4, epochs=1)  # stop after one epoch, as a killed run's last checkpoint
+    first.run()
+    resumed = train(tiny_cnn(), *loaders(seed=4), cfg, resume=roundtrip(first.state_dict()))
+    assert numbers(resumed) == numbers(reference)
+
+
+def test_nan_loss_stops_with_epoch_step_and_hint(loaders, config):
+    class NanAtStep3(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.calls = nn.Linear(64, 4), 0
+
+        def forward(self, x):
+            self.calls += 1
+            y = self.linear(x.flatten(1))
+            return y * float("nan") if self.calls == 3 else y
+
+    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at epoch 1, step 3 \(lr 0.1\).*"
+                                                 r"last good checkpoint was kept\. Lower the learning rate"):
+        train(NanAtStep3(), *loaders(), config())
+
+
+def test_batch_of_one_with_batch_norm_suggests_drop_last(config):
+    x, y = torch.randint(0, 255, (17, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (17,))
+    from normlab.data import ImageTransform
+    train_iter = TensorLoader(x, y, batch_size=16, seed=0, transform=ImageTransform())  # last batch: 1 image
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
+    with pytest.raises(ValueError, match="A training batch of 1 gives batch norm a single value per channel.*drop_last=true"):
+        train(model, train_iter, train_iter, config(epochs=1))
+
+
+def test_regression_reports_test_mse(config):
+    train_iter, test_iter = load_poly_regression(batch_size=10, seed=0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1))
+    history = train(model, train_iter, test_iter, config(dataset="poly", lr=0.03, epochs=5, batch_size=10))
+    assert "train_acc" not in history.last and "test_acc" not in history.last
+    assert history.last["test_mse"] < history[0]["test_mse"]
+    assert set(history.points[0]) == {"x", "train_loss"}
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("none", [1.0] * 10),
+    ("step", [1.0] * 6 + [0.1] * 4),  # 2 steps an epoch, step_epochs=3
+    ("cosine", [0.5 * (1 + math.cos(math.pi * t / 10)) for t in range(10)]),
+])
+def test_lr_schedules_per_step(schedule, expected, config):
+    cfg = config(schedule=schedule, epochs=5).optim
+    assert [lr_factor(cfg, t, 2, 5) for t in range(10)] == pytest.approx(expected)
+
+
+def test_cosine_reaches_zero_at_the_end_and_warmup_rises(loaders, config):
+    history = train(tiny_cnn(), *loaders(), config(schedule="cosine", epochs=2))
+    assert history.last["lr"] == pytest.approx(0.0, abs=1e-12)
+    cfg = config(warmup_epochs=1.0, schedule="cosine", epochs=3).optim
+    assert [lr_factor(cfg, t, 4, 3) for t in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(cfg, 4, 4, 3) == 1.0 and lr_factor(cfg, 11, 4, 3) == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_optimizers(name, cls, config):
+    opt = make_optimizer(nn.Linear(2, 2), config(optimizer=name, momentum=0.9, weight_decay=1e-4).optim)
+    assert type(opt) is cls and opt.defaults["weight_decay"] == 1e-4
+    if name == "sgd":
+        assert opt.defaults["momentum"] == 0.9
+
+
+def test_the_books_sgd_by_default(config):
+    opt = make_optimizer(nn.Linear(2, 2), config().optim)
+    assert opt.defaults["momentum"] == 0 and opt.defaults["weight_decay"] == 0
+
+
+def test_weight_decay_can_spare_biases_and_norm_parameters(config):
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    groups = make_optimizer(model, config(weight_decay=0.1, decay_vectors=False).optim).param_groups
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    assert [len(g["params"]) for g in groups] == [1, 3]  # Linear.weight | Linear.bias, γ, β
+    assert len(make_optimizer(model, config(weight_decay=0.1).optim).param_groups) == 1
+
+
+@pytest.mark.parametrize("updates, message", [
+    (dict(optimizer="lbfgs"), "unknown optimizer 'lbfgs'; choose one of: sgd, adam, adamw"),
+    (dict(schedule="linear"), "unknown schedule 'linear'; choose one of: none, step, cosine"),
+    (dict(init="kaiming"), "unknown init 'kaiming'; choose one of: xavier, torch"),
+    (dict(amp="bf16"), "--amp bf16 needs a CUDA device"),
+    (dict(amp="fp8"), "unknown amp 'fp8'"),
+])
+def test_bad_settings_list_the_choices(loaders, config, updates, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny_cnn(), *loaders(), config(epochs=1, **updates))
+
+
+def test_xavier_init_is_the_books_and_torch_keeps_its_own():
+    torch.manual_seed(0)
+    a = tiny_cnn()
+    b = tiny_cnn()
+    b.load_state_dict(a.state_dict())
+    init_weights(b, "torch")
+    assert torch.equal(a[0].weight, b[0].weight)
+    torch.manual_seed(0)
+    init_weights(b, "xavier")
+    bound = math.sqrt(6 / (1 * 9 + 4 * 9))  # xavier_uniform_ on Conv2d(1, 4, 3)
+    assert not torch.equal(a[0].weight, b[0].weight) and b[0].weight.abs().max() <= bound
+    assert torch.equal(a[0].bias, b[0].bias)  # biases are left alone, as the book does
+
+
+def test_device_auto_is_cpu_here():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type in (expected, "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_channels_last_on_cpu_gives_the_same_numbers(loaders, config):
+    torch.manual_seed(0)
+    a = numbers(train(tiny_cnn(), *loaders(), config(epochs=1)))
+    torch.manual_seed(0)
+    b = numbers(train(tiny_cnn(), *loaders(), config(epochs=1, channels_last=True)))
+    for m, n in zip(a[0], b[0]):
+        assert m == pytest.approx(n, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_compile_on_cpu_matches_eager(loaders, config):
+    torch.manual_seed(0)
+    eager_model = tiny_cnn()
+    torch.manual_seed(0)
+    compiled_model = tiny_cnn()
+    a = train(eager_model, *loaders(), config(epochs=1))
+    b = train(compiled_model, *loaders(), config(epochs=1, compile=True))
+    assert a.last["train_loss"] == pytest.approx(b.last["train_loss"], rel=1e-4)
+    assert not any(k.startswith("_orig_mod") for k in compiled_model.state_dict())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="AMP is CUDA autocast; this machine has no CUDA device")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_on_cuda(loaders, config, amp):
+    history = train(tiny_cnn(), *loaders(), config(epochs=2, device="cuda", amp=amp))
+    assert math.isfinite(history.last["train_loss"])
