@@ -33,6 +33,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_loading.py
+	$(PY) benchmarks/norm_layers.py --quick
 	$(PY) benchmarks/training_throughput.py
 
 clean:
