@@ -363,7 +363,7 @@ EPILOG_EXPERIMENT = """examples:
 def cmd_experiment(args) -> int:
     from normlab.experiments import list_presets, load_spec
     from normlab.experiments.report import write_report
-    from normlab.experiments.runner import run_experiment
+    from normlab.experiments.runner import default_out, run_experiment
 
     if args.list:
         for name in list_presets():
@@ -386,7 +386,7 @@ def cmd_experiment(args) -> int:
         raise ValueError(f"--jobs takes a positive count, got {args.jobs}")
     spec = load_spec(args.target[0])
     index = run_experiment(spec, args.scale, args.out, jobs=args.jobs, resume=args.resume)
-    folder = Path(args.out) if args.out else Path("experiments") / f"{spec.name}-{args.scale}"
+    folder = Path(args.out) if args.out else default_out(spec, args.scale)
     print(f"report: {write_report(folder)}")
     failed = [e["name"] for e in index["runs"] if e["status"] == "failed"]
     if failed:
