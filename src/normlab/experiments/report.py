@@ -119,7 +119,7 @@ def report_markdown(index: dict[str, Any], rows: list[dict[str, Any]], figures: 
     lines = [f"# {index['name']} ({index['scale']} scale)", ""]
     if index.get("description"):
         lines += [index["description"].strip(), ""]
-    lines += [f"Spec: `{index.get('spec', '')}`. Seeds: {', '.join(map(str, seeds))}. Each cell is the mean "
+    lines += [f"Spec: {index.get('spec', '')}. Seeds: {', '.join(map(str, seeds))}. Each cell is the mean "
               f"± the sample std over the finished runs' seeds (no std for one seed).", "",
               "| group | finished | " + " | ".join(LABELS[m] for m in metrics) + " |",
               "|---|---|" + "---|" * len(metrics)]

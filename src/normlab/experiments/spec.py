@@ -108,7 +108,8 @@ def load_spec(name_or_path: str | Path) -> Spec:
     except cfg.tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
     try:
-        return parse_spec(data, default_name=path.stem, source=str(path))
+        preset = path.parent == PRESETS and path.stem == str(name_or_path)
+        return parse_spec(data, default_name=path.stem, source=f"preset {path.stem}" if preset else str(path))
     except ConfigError as e:
         raise SpecError(f"{path}: {e}") from None
 
