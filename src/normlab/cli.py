@@ -361,13 +361,15 @@ EPILOG_EXPERIMENT = """examples:
 
 
 def cmd_experiment(args) -> int:
-    from normlab.experiments import list_presets, load_spec
+    from normlab.experiments import expand, list_presets, load_spec
     from normlab.experiments.report import write_report
     from normlab.experiments.runner import default_out, run_experiment
 
     if args.list:
         for name in list_presets():
-            print(f"{name:<14} {load_spec(name).description.strip().splitlines()[0]}")
+            spec = load_spec(name)
+            first = " ".join(spec.description.split()).split(". ")[0].split(" (")[0]
+            print(f"{name:<14} {len(expand(spec, 'full')):>3} runs  {first}")
         return 0
     if not args.target:
         print("normlab experiment: error: give a SPEC.toml or PRESET (--list shows them), "

@@ -120,7 +120,10 @@ def parse_spec(data: dict[str, Any], default_name: str = "experiment", source: s
     if unknown:
         raise SpecError(f"unknown spec key {unknown[0]!r}; valid keys: {', '.join(TOP_KEYS)}")
     base = {s: data[s] for s in cfg.SECTIONS if s in data}
-    cfg.from_dict(base)  # check the base sections' keys and types
+    try:
+        cfg.from_dict(base)  # the base sections' keys and types
+    except ConfigError as e:
+        raise SpecError(str(e)) from None
     grid = _table(data, "grid")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
