@@ -70,8 +70,9 @@ def run_experiment(spec: Spec, scale: str = "full", out: str | Path | None = Non
 
 
 def _new_index(spec: Spec, scale: str, runs: list[Run]) -> dict[str, Any]:
+    regression = any(r.config.data.dataset == "poly" for r in runs)
     return {"name": spec.name, "description": spec.description, "spec": spec.source, "scale": scale,
-            "metrics": list(spec.report_metrics()), "regression": spec.regression,
+            "metrics": list(spec.report_metrics(regression)), "regression": regression,
             "runs": [{"name": r.name, "group": r.group, "variant": r.variant, "point": r.point,
                       "seed": r.seed, "dir": f"runs/{r.name}", "status": "pending", "error": None,
                       "seconds": None} for r in runs]}

@@ -71,16 +71,9 @@ class Spec:
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""                 # the file it came from, for messages and the report
 
-    @property
-    def regression(self) -> bool:
-        return self.base.get("data", {}).get("dataset") == "poly" or _model_of(self) == "mlp"
-
-    def report_metrics(self) -> tuple[str, ...]:
-        return self.metrics or DEFAULT_METRICS["regression" if self.regression else "classification"]
-
-
-def _model_of(spec: Spec) -> str | None:
-    return spec.base.get("model", {}).get("name")
+    def report_metrics(self, regression: bool) -> tuple[str, ...]:
+        """The spec's metrics, else the task's defaults (test MSE for the regression task)."""
+        return self.metrics or DEFAULT_METRICS["regression" if regression else "classification"]
 
 
 def list_presets() -> list[str]:
