@@ -157,6 +157,7 @@ def overlay(rows: list[dict[str, Any]], key: str, path: Path, title: str) -> Pat
     if "mse" in key:
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.set_ylabel(LABELS.get(key, key).replace("final ", ""))
     ax.set_title(title, fontsize=9)
     ax.grid(True)
