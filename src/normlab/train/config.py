@@ -133,7 +133,9 @@ def coerce(key: str, value: Any) -> Any:
     """`value` (a TOML value, or a string from `--set`) converted to the type of config field `key`."""
     section, f = _field(key)
     allowed = _types(section, f)
-    if type(None) in allowed and (value is None or isinstance(value, str) and value.lower() in ("none", "null", "")):
+    # "none" is a word for an optional number, but a value for a text field: model.norm = "none" is no norm
+    if type(None) in allowed and (value is None or isinstance(value, str) and str not in allowed
+                                  and value.lower() in ("none", "null", "")):
         return None
     for t in allowed:
         if t is type(None):

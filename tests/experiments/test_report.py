@@ -1,0 +1,68 @@
+"""The report's numbers, on fabricated run directories: mean ± sample std over seeds, per group."""
+import csv
+import io
+import json
+import statistics
+
+import pytest
+
+from normlab.experiments.report import mean_std, run_values, write_report
+
+
+def fabricate(folder, runs, metrics=("test_acc", "best_test_acc", "train_loss", "examples_per_sec")):
+    """runs: (group, seed, status, [(test_acc, train_loss, examples_per_sec) per epoch])."""
+    entries = []
+    for group, seed, status, epochs in runs:
+        name = f"{group}-seed{seed}"
+        run_dir = folder / "runs" / name
+        run_dir.mkdir(parents=True)
+        lines = [json.dumps({"epoch": i + 1, "test_acc": acc, "train_loss": loss, "train_acc": 0.5,
+                             "examples_per_sec": rate, "epoch_seconds": 2.0}) for i, (acc, loss, rate) in enumerate(epochs)]
+        (run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+        entries.append({"name": name, "group": group, "variant": group, "point": {}, "seed": seed,
+                        "dir": f"runs/{name}", "status": status, "error": "loss is nan" if status == "diverged" else None})
+    index = {"name": "made_up", "description": "Fabricated.", "spec": "none", "scale": "quick",
+             "metrics": list(metrics), "regression": False, "runs": entries}
+    (folder / "results.json").write_text(json.dumps(index))
+
+
+def rows(folder):
+    return {r["group"]: r for r in csv.DictReader(io.StringIO((folder / "results.csv").read_text()))}
+
+
+def test_mean_and_sample_std_over_seeds(tmp_path):
+    fabricate(tmp_path, [
+        ("bn", 0, "finished", [(0.70, 0.9, 1000), (0.80, 0.5, 3000)]),
+        ("bn", 1, "finished", [(0.85, 0.8, 1000), (0.82, 0.4, 1000)]),
+        ("bn", 2, "finished", [(0.75, 0.7, 2000), (0.84, 0.3, 2000)]),
+        ("none", 0, "finished", [(0.60, 1.0, 4000)]),
+        ("none", 1, "diverged", [(0.10, 2.3, 4000)]),   # not counted
+    ])
+    write_report(tmp_path)
+    bn, none = rows(tmp_path)["bn"], rows(tmp_path)["none"]
+    assert float(bn["test_acc_mean"]) == pytest.approx(0.82)
+    assert float(bn["test_acc_std"]) == pytest.approx(0.02)                       # sample std of .80 .82 .84
+    assert float(bn["best_test_acc_mean"]) == pytest.approx((0.80 + 0.85 + 0.84) / 3)
+    assert float(bn["best_test_acc_std"]) == pytest.approx(statistics.stdev([0.80, 0.85, 0.84]))
+    assert float(bn["train_loss_mean"]) == pytest.approx(0.4) and float(bn["train_loss_std"]) == pytest.approx(0.1)
+    assert float(bn["examples_per_sec_mean"]) == pytest.approx((1500 + 1000 + 2000) / 3)  # harmonic per run
+    assert (bn["runs"], bn["finished"], none["runs"], none["finished"]) == ("3", "3", "2", "1")
+    assert float(none["test_acc_mean"]) == pytest.approx(0.60) and none["test_acc_std"] == ""
+    report = (tmp_path / "report.md").read_text()
+    assert "| bn | 3/3 | 0.820 ± 0.020 | 0.830 ± 0.026 | 0.400 ± 0.100 | 1,500 ± 500 |" in report
+    assert "| none | 1/2 | 0.600 | 0.600 | 1.000 | 4,000 |" in report
+    assert "`none-seed1`: diverged — loss is nan" in report
+    assert (tmp_path / "test_acc.png").stat().st_size > 0 and (tmp_path / "train_loss.png").stat().st_size > 0
+
+
+def test_run_values_for_regression_and_empty_runs():
+    epochs = [{"epoch": 1, "test_mse": 2.0, "train_loss": 3.0, "examples_per_sec": 10.0},
+              {"epoch": 2, "test_mse": 4.0, "train_loss": 1.0, "examples_per_sec": 30.0}]
+    assert run_values(epochs) == {"test_mse": 4.0, "best_test_mse": 2.0, "train_loss": 1.0, "examples_per_sec": 15.0}
+    assert run_values([]) == {}
+    assert mean_std([]) == (None, None) and mean_std([2.0]) == (2.0, None)
+
+
+def test_report_of_a_folder_that_is_no_experiment(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no results.json"):
+        write_report(tmp_path)

@@ -1,0 +1,107 @@
+"""Specs: parsing, the errors that list what is valid, and expansion into grid × variants × seeds."""
+import pytest
+
+from normlab.experiments import SpecError, expand, list_presets, load_spec, parse_spec
+from normlab.experiments.spec import METRICS
+
+PRESETS = ["bn_impls", "bn_layers", "bn_momentum", "bn_placement", "bn_vs_dropout", "bn_vs_none", "zoo"]
+
+
+def spec(**data):
+    return parse_spec({"model": {"name": "lenet_bn"}, **data})
+
+
+def test_expansion_is_variants_times_grid_times_seeds_in_order():
+    s = spec(seeds=[0, 1], grid={"optim.lr": [0.5, 1.0]},
+             variants={"all": {}, "only_2_4": {"model.options.norm_slots": [2, 4]}})
+    runs = expand(s)
+    assert [r.name for r in runs] == [
+        "all-lr0.5-seed0", "all-lr0.5-seed1", "all-lr1.0-seed0", "all-lr1.0-seed1",
+        "only_2_4-lr0.5-seed0", "only_2_4-lr0.5-seed1", "only_2_4-lr1.0-seed0", "only_2_4-lr1.0-seed1"]
+    assert [r.config.optim.lr for r in runs] == [0.5, 0.5, 1.0, 1.0] * 2
+    assert [r.config.train.seed for r in runs] == [0, 1] * 4
+    assert runs[4].config.model.options == {"norm_slots": [2, 4]} and runs[0].config.model.options == {}
+    assert runs[4].group == "only_2_4-lr0.5" and runs[4].point == {"optim.lr": 0.5}
+
+
+def test_one_variant_and_no_grid_gives_one_group_per_seed():
+    runs = expand(spec(seeds=[3]))
+    assert [(r.name, r.group, r.config.train.seed) for r in runs] == [("base-seed3", "base", 3)]
+
+
+def test_book_settings_come_from_each_runs_model_and_the_spec_wins_over_them():
+    s = parse_spec({"optim": {"lr": 0.2}, "variants": {"a": {"model.name": "alexnet"}, "v": {"model.name": "vgg"}}})
+    alexnet, vgg = expand(s)
+    assert (alexnet.config.data.resize, alexnet.config.data.batch_size) == (224, 128)
+    assert vgg.config.model.options == {"width_divisor": 4}
+    assert alexnet.config.optim.lr == vgg.config.optim.lr == 0.2  # the base section beats the book
+
+
+def test_scale_overrides_settings_seeds_and_single_variants():
+    s = spec(seeds=[0, 1, 2], variants={"a": {"epochs": 5}, "b": {}},
+             scale={"quick": {"epochs": 1, "train_subset": 100, "seeds": [7],
+                              "variants": {"b": {"data.resize": 30}}}})
+    full, quick = expand(s, "full"), expand(s, "quick")
+    assert len(full) == 6 and {r.config.train.epochs for r in full} == {5, 10}
+    assert [(r.name, r.config.train.epochs, r.config.data.train_subset, r.config.data.resize) for r in quick] == [
+        ("a-seed7", 1, 100, None), ("b-seed7", 1, 100, 30)]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"grdi": {}}, "unknown spec key 'grdi'; valid keys: name, description, seeds, metrics, data, model"),
+    ({"optim": {"lrr": 1}}, "unknown config key 'optim.lrr'; valid keys: data.dataset"),
+    ({"optimizer": {"lr": 1}}, "unknown spec key 'optimizer'; valid keys"),
+    ({"grid": {"lr": 0.5}}, "grid axis 'lr' takes a non-empty list"),
+    ({"grid": {"lr": []}}, "grid axis 'lr' takes a non-empty list"),
+    ({"grid": {"lrr": [1]}}, "grid axis 'lrr': unknown config key 'lrr'; valid keys: data.dataset"),
+    ({"grid": {"epochs": ["many"]}}, "grid axis 'epochs': config key train.epochs takes int"),
+    ({"variants": {"a": {"lr": "fast"}}}, "variant 'a': config key optim.lr takes float"),
+    ({"variants": {"a": 3}}, "variant 'a' takes a table of overrides"),
+    ({"seeds": 3}, "seeds takes a non-empty list of integers"),
+    ({"seeds": [0, "1"]}, "seeds takes a non-empty list of integers"),
+    ({"metrics": ["acc"]}, "unknown metric 'acc'; valid metrics: " + ", ".join(METRICS)),
+    ({"scale": {"tiny": {}}}, r"unknown scale \[scale.tiny\]; valid scales: quick, full"),
+    ({"scale": {"quick": {"epoch": 1}}}, r"\[scale.quick\]: unknown config key 'epoch'; valid keys"),
+    ({"scale": {"quick": {"seeds": []}}}, r"\[scale.quick\] seeds takes a non-empty list"),
+    ({"scale": {"quick": {"variants": {"c": {}}}}}, r"no variant 'c'; the variants are: base"),
+])
+def test_spec_errors_name_what_is_valid(data, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(data)
+
+
+def test_a_file_error_names_the_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('name = "mine"\n[variants]\na = { lrr = 1 }\n')
+    with pytest.raises(SpecError, match=r"mine.toml: variant 'a': unknown config key 'lrr'"):
+        load_spec(path)
+    path.write_text("name = \n")
+    with pytest.raises(SpecError, match="mine.toml: not valid TOML"):
+        load_spec(path)
+    with pytest.raises(SpecError, match="no spec file or preset 'bn_layer'; the presets are: bn_impls"):
+        load_spec("bn_layer")
+
+
+def test_the_seven_studies_are_shipped():
+    assert list_presets() == PRESETS
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_expand_at_both_scales(name):
+    s = load_spec(name)
+    full, quick = expand(s, "full"), expand(s, "quick")
+    assert s.name == name and s.description
+    assert len({r.seed for r in full}) >= 3 and {r.config.train.epochs for r in full} <= {10, 20}
+    assert all(r.config.data.train_subset is None and r.config.data.test_subset is None for r in full)
+    assert all(r.config.train.epochs <= 2 for r in quick) and len({r.seed for r in quick}) == 1
+    assert len({r.name for r in full}) == len(full)  # one run directory each
+
+
+def test_bn_layers_is_the_seeds_seven_subsets():
+    slots = [r.config.model.options.get("norm_slots") for r in expand(load_spec("bn_layers"), "quick")]
+    assert slots == [None, [2, 4], [1, 3], [2, 3, 4], [1, 3, 4], [1, 2, 4], [1, 2, 3]]
+
+
+def test_bn_vs_none_really_has_no_norm():
+    norms = {r.group: r.config.model.norm for r in expand(load_spec("bn_vs_none"), "quick")}
+    assert norms["none-lr0.9"] == "none" and norms["bn-lr1.0"] is None  # None: lenet_bn's own batch norm
