@@ -122,7 +122,6 @@ TRAIN_FLAGS = {"norm": "model.norm", "norm_position": "model.norm_position", "ep
                "weight_decay": "optim.weight_decay", "seed": "train.seed", "device": "train.device",
                "dataset": "data.dataset", "amp": "train.amp", "channels_last": "train.channels_last",
                "compile": "train.compile", "init": "train.init", "train_subset": "data.train_subset"}
-RESUMABLE = {"train.epochs", "train.device"}  # what a resumed run may change
 
 
 def _train_config(args):
@@ -140,11 +139,10 @@ def _train_config(args):
     if args.model and args.model != saved.model.name:
         raise cfg.ConfigError(f"{out} is a run of model {saved.model.name!r}, not {args.model!r}")
     asked = cfg.override(cfg.override(saved, sets), {k: v for k, v in flags.items() if v is not None})
-    before, after = (cfg.flatten(x) for x in (saved, asked))
-    changed = sorted(k for k in after if after[k] != before[k] and k not in RESUMABLE)
+    changed = cfg.unresumable_changes(saved, asked)
     if changed:
         raise cfg.ConfigError(f"a resumed run keeps its config ({out / 'config.toml'}); only "
-                              f"{', '.join(sorted(RESUMABLE))} may change, not {', '.join(changed)}")
+                              f"{', '.join(sorted(cfg.RESUMABLE))} may change, not {', '.join(changed)}")
     return asked, out
 
 

@@ -26,7 +26,6 @@ from normlab.train import config as cfg
 from normlab.train.config import RunConfig
 
 DONE = ("finished", "diverged")   # outcomes that a rerun would only repeat
-RESUMABLE = {"train.epochs", "train.device"}
 
 
 class ExperimentError(ValueError):
@@ -85,8 +84,7 @@ def _write_index(out: Path, index: dict[str, Any]) -> None:
 def run_state(run_dir: Path, config: RunConfig) -> tuple[str, str | None]:
     """("finished" | "diverged", error), ("resume", None), ("fresh", None) or ("conflict", why)."""
     if (run_dir / "config.toml").is_file():
-        saved, wanted = (cfg.flatten(c) for c in (cfg.load(run_dir / "config.toml"), config))
-        changed = sorted(k for k in wanted if wanted[k] != saved[k] and k not in RESUMABLE)
+        changed = cfg.unresumable_changes(cfg.load(run_dir / "config.toml"), config)
         if changed:
             return "conflict", (f"{run_dir} holds a run with another config ({', '.join(changed)} differ); "
                                 "remove it or choose another --out")

@@ -258,6 +258,15 @@ def flatten(config: RunConfig) -> dict[str, Any]:
     return {f"{s}.{k}": v for s in _CLASSES for k, v in dataclasses.asdict(getattr(config, s)).items()}
 
 
+RESUMABLE = frozenset({"train.epochs", "train.device"})  # what a resumed run may change
+
+
+def unresumable_changes(saved: RunConfig, wanted: RunConfig) -> list[str]:
+    """The keys in which `wanted` differs from a run's `saved` config and that a resumed run cannot change."""
+    before, after = flatten(saved), flatten(wanted)
+    return sorted(k for k in after if after[k] != before[k] and k not in RESUMABLE)
+
+
 def dumps(config: RunConfig) -> str:
     return tomli_w.dumps(to_dict(config))
 
