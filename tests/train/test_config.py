@@ -39,8 +39,10 @@ def test_config_file_can_name_the_model(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("lr", "0.5", 0.5), ("epochs", "7", 7), ("compile", "true", True), ("resize", "none", None), ("norm", "none", "none"), ("model.norm", None, None),
-    ("resize", "224", 224), ("resize", None, None), ("norm", "group", "group"), ("lr", 1, 1.0), ("model.options", "{hidden = [8, 8]}", {"hidden": [8, 8]}),
+    ("lr", "0.5", 0.5), ("epochs", "7", 7), ("compile", "true", True), ("resize", "none", None),
+    ("norm", "none", "none"), ("model.norm", None, None),
+    ("resize", "224", 224), ("resize", None, None), ("norm", "group", "group"), ("lr", 1, 1.0),
+    ("model.options", "{hidden = [8, 8]}", {"hidden": [8, 8]}),
 ])
 def test_values_are_coerced_to_the_field_type(key, value, expected):
     assert c.coerce(key, value) == expected
