@@ -55,7 +55,7 @@ def cmd_data_status(args) -> int:
 def cmd_data_verify(args) -> int:
     problems = 0
     for key in args.datasets or fm.DATASETS:
-        info, cls = fm.DATASETS[key], _dataset_class(key)
+        info, cls = fm.DATASETS[key], fm.DATASET_CLASSES[key]
         if fm.locate(info, info.resources, args.root) is None:
             print(f"{key}: not found, nothing to verify")
             problems += key in (args.datasets or ())
@@ -79,7 +79,7 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_data_summary(args) -> int:
-    cls = _dataset_class(args.dataset)
+    cls = fm.DATASET_CLASSES[args.dataset]
     t0 = time.perf_counter()
     train, test = cls(args.root, train=True), cls(args.root, train=False)
     seconds = time.perf_counter() - t0
@@ -100,10 +100,6 @@ def _dataset_key(name: str) -> str:
     if name not in fm.DATASETS:
         raise argparse.ArgumentTypeError(f"unknown dataset {name!r}; choose one of: {', '.join(fm.DATASETS)}")
     return name
-
-
-def _dataset_class(key: str):
-    return {"fashion-mnist": fm.FashionMNIST, "mnist": fm.MNIST}[key]
 
 
 EPILOG_TRAIN = """examples:
@@ -189,6 +185,8 @@ def cmd_train(args) -> int:
 
 def _print_book_lines(trainer) -> None:
     """The book's closing lines: final loss and accuracies, then examples/sec over all training steps."""
+    from normlab.train.loop import overall_examples_per_sec
+
     if not trainer.history.epochs:
         return
     m = trainer.history.last
@@ -196,9 +194,7 @@ def _print_book_lines(trainer) -> None:
         print(f"loss {m['train_loss']:.3f}, test mse {m['test_mse']:.4g}")
     else:
         print(f"loss {m['train_loss']:.3f}, train acc {m['train_acc']:.3f}, test acc {m['test_acc']:.3f}")
-    rates = [e["examples_per_sec"] for e in trainer.history.epochs]
-    total = len(rates) / sum(1 / r for r in rates)  # equal examples per epoch: the harmonic mean
-    print(f"{total:.1f} examples/sec on {trainer.device}")
+    print(f"{overall_examples_per_sec(trainer.history.epochs):.1f} examples/sec on {trainer.device}")
 
 
 def _book_table() -> str:

@@ -342,6 +342,9 @@ class MNIST(IdxImageDataset):
     classes = [str(digit) for digit in range(10)]
 
 
+DATASET_CLASSES: dict[str, type[IdxImageDataset]] = {"fashion-mnist": FashionMNIST, "mnist": MNIST}
+
+
 def pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:
     """Mean and (population) standard deviation of all pixels of uint8 images, scaled to [0, 1]."""
     x = images.to(torch.float64).div_(255)
@@ -350,15 +353,22 @@ def pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:
 
 def load_dataset(dataset: type[IdxImageDataset], batch_size: int, resize=None, root=None, shuffle: bool = True,
                  drop_last: bool = False, seed: int | None = None, normalize: bool = False, device=None,
-                 download: bool = False) -> tuple[TensorLoader, TensorLoader]:
-    """`(train_iter, test_iter)` for `dataset`; see `load_fashion_mnist`."""
+                 download: bool = False, train_subset: int | None = None, test_subset: int | None = None,
+                 augment: bool = False, augment_shift: int = 2) -> tuple[TensorLoader, TensorLoader]:
+    """`(train_iter, test_iter)` for `dataset`; see `load_fashion_mnist`.
+
+    `train_subset`/`test_subset` keep the first N examples; `augment` flips and shifts the
+    training images (ImageTransform), never the test images.
+    """
     train, test = dataset(root, train=True, download=download), dataset(root, train=False, download=download)
-    mean, std = pixel_mean_std(train.data) if normalize else (None, None)  # training-set statistics for both
-    transform = ImageTransform(resize, mean, std)
-    train_iter = TensorLoader(train.data, train.targets, batch_size=batch_size, shuffle=shuffle,
-                              drop_last=drop_last, seed=seed, transform=transform, device=device)
-    test_iter = TensorLoader(test.data, test.targets, batch_size=batch_size, shuffle=False,
-                             transform=transform, device=device)
+    train_x, train_y = train.data[:train_subset], train.targets[:train_subset]
+    test_x, test_y = test.data[:test_subset], test.targets[:test_subset]
+    mean, std = pixel_mean_std(train_x) if normalize else (None, None)  # training-set statistics for both
+    train_iter = TensorLoader(train_x, train_y, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                              seed=seed, device=device,
+                              transform=ImageTransform(resize, mean, std, augment=augment, shift=augment_shift))
+    test_iter = TensorLoader(test_x, test_y, batch_size=batch_size, shuffle=False,
+                             transform=ImageTransform(resize, mean, std), device=device)
     return train_iter, test_iter
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from normlab._io import atomic_write_text
+from normlab.train.loop import overall_examples_per_sec
 from normlab.train.plots import _figure, save_figure
 
 LABELS = {"test_acc": "final test acc", "best_test_acc": "best test acc", "test_mse": "final test MSE",
@@ -48,9 +49,9 @@ def run_values(epochs: list[dict[str, Any]]) -> dict[str, float]:
         values["best_test_acc"] = max(e["test_acc"] for e in epochs)
     if "test_mse" in values:
         values["best_test_mse"] = min(e["test_mse"] for e in epochs)
-    rates = [e["examples_per_sec"] for e in epochs if e.get("examples_per_sec")]
-    if rates:
-        values["examples_per_sec"] = len(rates) / sum(1 / r for r in rates)
+    rate = overall_examples_per_sec(epochs)
+    if rate is not None:
+        values["examples_per_sec"] = rate
     seconds = [e["epoch_seconds"] for e in epochs if e.get("epoch_seconds") is not None]
     if seconds:
         values["epoch_seconds"] = statistics.fmean(seconds)

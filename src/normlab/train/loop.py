@@ -152,6 +152,16 @@ class History:
         return self.epochs[-1]
 
 
+def overall_examples_per_sec(epochs: list[dict[str, float]]) -> float | None:
+    """Examples/sec over all of a run's training steps, from its per-epoch rates.
+
+    Every epoch trains on the same number of examples, so the total rate is the harmonic mean
+    n / Σ(1/rate), what the book's closing line prints. None when no epoch has a rate.
+    """
+    rates = [e["examples_per_sec"] for e in epochs if e.get("examples_per_sec")]
+    return len(rates) / sum(1 / r for r in rates) if rates else None
+
+
 class Trainer:
     """Holds everything a run needs; `run()` trains to `config.train.epochs`. See `train`."""
 

@@ -20,13 +20,14 @@ import torch
 
 from normlab import __version__
 from normlab._io import atomic_write_text
-from normlab.data import FashionMNIST, MNIST, ImageTransform, TensorLoader, load_poly_regression, pixel_mean_std
+from normlab.data import TensorLoader, load_dataset, load_poly_regression
+from normlab.data.fashion_mnist import DATASET_CLASSES
 from normlab.train import config as config_mod
 from normlab.train.callbacks import Checkpoint, CurvesPlot, MetricsLog, ProgressBar, load_checkpoint
 from normlab.train.config import ConfigError, RunConfig
 from normlab.train.loop import History, Interrupted, NonFiniteLossError, Trainer
 
-DATASETS = {"fashion-mnist": FashionMNIST, "mnist": MNIST, "poly": None}
+DATASETS = {**DATASET_CLASSES, "poly": None}  # poly: the seeds' regression task (normlab.data.synthetic)
 
 
 def build_loaders(cfg, seed: int) -> tuple[TensorLoader, TensorLoader]:
@@ -35,15 +36,10 @@ def build_loaders(cfg, seed: int) -> tuple[TensorLoader, TensorLoader]:
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}")
     if cfg.dataset == "poly":
         return load_poly_regression(batch_size=cfg.batch_size, seed=seed)
-    train, test = (DATASETS[cfg.dataset](cfg.root, train=split) for split in (True, False))
-    train_x, train_y = train.data[:cfg.train_subset], train.targets[:cfg.train_subset]
-    test_x, test_y = test.data[:cfg.test_subset], test.targets[:cfg.test_subset]
-    mean, std = pixel_mean_std(train_x) if cfg.normalize else (None, None)
-    train_transform = ImageTransform(cfg.resize, mean, std, augment=cfg.augment, shift=cfg.augment_shift)
-    return (TensorLoader(train_x, train_y, batch_size=cfg.batch_size, shuffle=True, drop_last=cfg.drop_last,
-                         seed=seed, transform=train_transform),
-            TensorLoader(test_x, test_y, batch_size=cfg.batch_size, shuffle=False,
-                         transform=ImageTransform(cfg.resize, mean, std)))
+    return load_dataset(DATASETS[cfg.dataset], cfg.batch_size, resize=cfg.resize, root=cfg.root,
+                        drop_last=cfg.drop_last, seed=seed, normalize=cfg.normalize,
+                        train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                        augment=cfg.augment, augment_shift=cfg.augment_shift)
 
 
 def build_model(cfg, dataset: str) -> torch.nn.Module:
