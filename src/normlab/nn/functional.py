@@ -17,9 +17,11 @@ The other norms are batch norm on a reshaped view: instance norm treats each (sa
 as a channel of a batch of one, group norm each (sample, group), layer norm each row of the
 normalized trailing dims. Float16 and bfloat16 are computed in float32 and rounded once at the end.
 
-Speed, eager: every per-channel sum reduces contiguous rows (the (N, C, L) view, L = ∏spatial)
-or cache-sized slices, and the elementwise steps run in place: the forward allocates only
-x − mean, which becomes y; the backward allocates x − mean and dy − Σdy/M, which becomes dx.
+Speed, eager: every per-channel sum reduces contiguous rows (the (N, C, L) view, L = ∏spatial);
+Σdy·(x − mean) is one torch.linalg.vecdot call, or cache-sized slices on one thread and for
+large tensors; the elementwise steps run in place: the forward allocates only x − mean, which
+becomes y; the backward allocates x − mean and dy − Σdy/M, which becomes dx, fused with the
+(x − mean) term in one addcmul_. The backward reuses γ·invstd from the forward.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ __all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm"]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 _SLICE = 1 << 16  # elements per slice in _channel_dot: a slice's product stays in cache
+_ONE_CALL = 1 << 22  # up to here, with several threads, _channel_dot is one call (no slices)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -93,24 +96,35 @@ def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
         b2 = b if a.dim() == 2 else b.movedim(1, -1).reshape(rows.shape)
     else:  # (N, C, L): reduce over N and L
         a2, b2, dims = _by_rows(a), _by_rows(b), (0, 2)
-    if torch.compiler.is_compiling() or a.numel() <= _SLICE:
+    if torch.compiler.is_compiling():
         return (a2 * b2).sum(dims)
+    if a.numel() <= _SLICE or (a.numel() <= _ONE_CALL and torch.get_num_threads() > 1):
+        # one call: vecdot multiplies and sums in C++, and several threads share the work
+        # (a cache-sized slice is too small for torch to split)
+        if len(dims) == 1:
+            return torch.linalg.vecdot(a2, b2, dim=0)
+        return torch.linalg.vecdot(a2, b2, dim=2).sum(0)
     step = max(1, _SLICE // max(1, _prod(a2.shape[1:])))  # samples (or rows) per slice
     return sum((a_k * b_k).sum(dims) for a_k, b_k in zip(a2.split(step), b2.split(step)))
 
 
-def _normalize(x, weight, bias, running_mean, running_var, training: bool, eps: float):
-    """The forward: returns y = (x − mean)·scale + β, mean, var and invstd (all per channel)."""
+def _normalize(x, weight, bias, running_mean, running_var, training: bool, momentum: float,
+               eps: float):
+    """The forward: y = (x − mean)·scale + β with scale = γ·invstd; in training it also moves
+    the running statistics towards the batch's. Returns y, mean, invstd and scale."""
     cdtype = _compute_dtype(x)
     xc = _cast(x, cdtype)
+    ndim = x.dim()
     if training:
         mean, var, y = _batch_stats(xc)  # y holds x − mean for now
-    else:
+        _update_running_stats(running_mean, running_var, mean, var, xc, momentum)
+    else:  # copies, so that a later update of the buffers cannot touch what backward uses
         mean, var = _cast(running_mean, cdtype).clone(), _cast(running_var, cdtype).clone()
     invstd = (var + eps).rsqrt()
     scale = invstd if weight is None else _cast(weight, cdtype) * invstd
-    ndim = x.dim()
     shift = None if bias is None else _cast(bias, cdtype)
+    if training and shift is not None and ndim == 2:  # (x − mean)·scale + β in one pass
+        return _cast(torch.addcmul(shift, y, scale, out=y), x.dtype), mean, invstd, scale
     if training:  # y = (x − mean)·scale + β, in place
         y = y.mul_(_channel_view(scale, ndim))
     else:  # y = x·scale + (β − mean·scale), torch's folded form
@@ -118,39 +132,52 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, eps: 
         shift = -mean * scale if shift is None else shift - mean * scale
     if shift is not None:
         y = y.add_(_channel_view(shift, ndim))
-    return _cast(y, x.dtype), mean, var, invstd
+    return _cast(y, x.dtype), mean, invstd, scale
+
+
+def _update_running_stats(running_mean, running_var, mean, var, x, momentum: float) -> None:
+    """running ← (1 − momentum)·running + momentum·batch value, in place (a lerp); the running
+    variance takes the unbiased variance var·M/(M − 1). An empty batch changes nothing."""
+    M = x.numel() // x.shape[1]
+    if M == 0:
+        return
+    if running_mean is not None:
+        running_mean.lerp_(_cast(mean, running_mean.dtype), momentum)
+    if running_var is not None:
+        running_var.lerp_(_cast(var * (M / max(M - 1, 1)), running_var.dtype), momentum)
 
 
 class _BatchNormFunction(torch.autograd.Function):
-    """_normalize with the closed-form backward.
-
-    Returns (y, mean, var): the statistics it normalized with, so that the caller can update
-    the running statistics outside the autograd graph.
-    """
+    """_normalize with the closed-form backward. The running statistics are updated inside
+    forward, which autograd runs without recording a graph."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training: bool, eps: float):
-        y, mean, var, invstd = _normalize(x, weight, bias, running_mean, running_var,
-                                          training, eps)
-        ctx.save_for_backward(x, weight, mean, invstd)
+    def forward(ctx, x, weight, bias, running_mean, running_var, training: bool,
+                momentum: float, eps: float):
+        y, mean, invstd, scale = _normalize(x, weight, bias, running_mean, running_var,
+                                            training, momentum, eps)
+        ctx.save_for_backward(x, weight, mean, invstd, scale)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.mark_non_differentiable(mean, var)
-        ctx.set_materialize_grads(False)  # no zero tensors for the statistics' (unused) grads
-        return y, mean, var
+        ctx.set_materialize_grads(False)
+        return y
 
     @staticmethod
-    def backward(ctx, dy, _dmean, _dvar):
+    def backward(ctx, dy):
         if dy is None:  # no gradient reached y: every input gradient is zero
-            return None, None, None, None, None, None, None
-        x, weight, mean, invstd = ctx.saved_tensors
-        if ctx.training and torch.is_grad_enabled():
-            # create_graph=True: the statistics must be functions of x for second derivatives.
-            mean, invstd = _stats_with_grad(_cast(x, mean.dtype), ctx.eps)
+            return None, None, None, None, None, None, None, None
+        x, weight, mean, invstd, scale = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: the gradients must be functions of x and γ for second
+            # derivatives, so recompute the statistics (training) and the scale from them.
+            if ctx.training:
+                mean, invstd = _stats_with_grad(_cast(x, mean.dtype), ctx.eps)
+            scale = invstd if weight is None else _cast(weight, invstd.dtype) * invstd
         needs = ctx.needs_input_grad
-        dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, ctx.training, needs)
+        dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, scale,
+                                                  ctx.training, needs)
         dbias = None if dbias is None else _cast(dbias, ctx.bias_dtype)
-        return dx, dweight, dbias, None, None, None, None
+        return dx, dweight, dbias, None, None, None, None, None
 
 
 def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -158,7 +185,7 @@ def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     M = x.numel() // x.shape[1]
     if M == 0:  # empty batch: nothing to average (the caller leaves the running stats alone)
         return x.new_zeros(x.shape[1]), x.new_ones(x.shape[1]), x.clone()
-    mean = _channel_sum(x) / M
+    mean = x.mean(0) if x.dim() == 2 and x.is_contiguous() else _channel_sum(x) / M
     centred = x - _channel_view(mean, x.dim())
     return mean, _channel_sum_sq(centred) / M, centred
 
@@ -170,13 +197,13 @@ def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return mean, (var + eps).rsqrt()
 
 
-def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
-    """Closed-form gradients (see the module docstring); sums are per channel over M values."""
+def _batch_norm_backward(dy, x, weight, mean, invstd, scale, training, needs):
+    """Closed-form gradients (see the module docstring); sums are per channel over M values.
+    scale is γ·invstd (invstd without γ)."""
     ndim, cdtype = x.dim(), mean.dtype
     M = x.numel() // x.shape[1]
     dyc = _cast(dy, cdtype)
     sum_dy = _channel_sum(dyc)
-    k1 = invstd if weight is None else _cast(weight, cdtype) * invstd  # γ·invstd
     dx = sum_dy_xhat = None
     if needs[1] or (needs[0] and training):
         centred = _cast(x, cdtype) - _channel_view(mean, ndim)  # x − mean
@@ -187,20 +214,15 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training, needs):
         c2, mean_dy = [_channel_view(v, ndim) for v in (invstd * sum_dy_xhat / M, sum_dy / M)]
         dx = dyc - mean_dy  # first, as torch does: exact where dy is nearly constant
         if torch.is_grad_enabled():  # differentiating this backward: no in-place updates
-            dx = (dx - centred * c2) * _channel_view(k1, ndim)
-        else:  # the same, in place: x − mean becomes (x − mean)·c2, dx the result
-            dx = dx.sub_(centred.mul_(c2)).mul_(_channel_view(k1, ndim))
+            dx = (dx - centred * c2) * _channel_view(scale, ndim)
+        else:  # the same, in place, dx − (x − mean)·c2 fused into one pass
+            dx = dx.addcmul_(centred, c2, value=-1).mul_(_channel_view(scale, ndim))
         dx = _cast(dx, x.dtype)
     elif needs[0]:
-        dx = _cast(dyc * _channel_view(k1, ndim), x.dtype)
+        dx = _cast(dyc * _channel_view(scale, ndim), x.dtype)
     dweight = _cast(sum_dy_xhat, weight.dtype) if needs[1] else None
     dbias = sum_dy if needs[2] else None
     return dx, dweight, dbias
-
-
-def _update_running(running: Tensor, batch_value: Tensor, momentum: float) -> None:
-    """running ← (1 − momentum)·running + momentum·batch_value, in place (a lerp)."""
-    running.lerp_(_cast(batch_value, running.dtype), momentum)
 
 
 def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
@@ -212,18 +234,10 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
             raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
-    args = (x, weight, bias, running_mean, running_var, training, eps)
+    args = (x, weight, bias, running_mean, running_var, training, momentum, eps)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:3]):
-        y, mean, var = _BatchNormFunction.apply(*args)
-    else:  # no graph to record (inference): skip the autograd.Function machinery
-        y, mean, var, _ = _normalize(*args)
-    M = x.numel() // C
-    if training and M > 0:
-        if running_mean is not None:
-            _update_running(running_mean, mean, momentum)
-        if running_var is not None:  # the running estimate takes the unbiased variance
-            _update_running(running_var, var * (M / max(M - 1, 1)), momentum)
-    return y
+        return _BatchNormFunction.apply(*args)
+    return _normalize(*args)[0]  # no graph to record (inference): skip the autograd.Function
 
 
 def _verify_batch_size(size) -> None:
