@@ -226,13 +226,17 @@ class Trainer:
 
     def run(self) -> History:
         self._call("on_train_start")
-        while self.epoch < self.config.train.epochs:
-            epoch_start = time.perf_counter() - self.sums["train_seconds"]
-            self.train_epoch()
-            metrics = self._epoch_metrics(epoch_start)
-            self.history.epochs.append(metrics)
-            self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
-            self._call("on_epoch_end", metrics)
+        try:
+            while self.epoch < self.config.train.epochs:
+                epoch_start = time.perf_counter() - self.sums["train_seconds"]
+                self.train_epoch()
+                metrics = self._epoch_metrics(epoch_start)
+                self.history.epochs.append(metrics)
+                self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
+                self._call("on_epoch_end", metrics)
+        except (Interrupted, NonFiniteLossError):
+            self._call("on_train_end")  # a stop or a divergence ends the run too: callbacks flush what they hold
+            raise
         self._call("on_train_end")
         return self.history
 

@@ -5,6 +5,7 @@
                 curves.png       the book's Animator figure
                 checkpoint.pt    model, optimizer, schedule, RNG states, position (weights_only=True)
                 summary.json     status, final and best metrics, parameters, device, versions
+                stats.jsonl      with train.record_stats: γ/β, running stats, norm inputs, gradient norms
 
 Used by `normlab train` and the experiment runner; neither prints from here.
 """
@@ -86,8 +87,8 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     atomic_write_text(out / "config.toml", config_mod.dumps(config))
     checkpoint = Checkpoint(out / "checkpoint.pt")
     title = f"{config.model.name}, norm {norm_name(config)}, lr {config.optim.lr}"
-    callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"), checkpoint,
-                 CurvesPlot(out / "curves.png", title), *extra_callbacks]
+    callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"),
+                 *stats_recorder(config, out), checkpoint, CurvesPlot(out / "curves.png", title), *extra_callbacks]
     trainer = Trainer(model, train_iter, test_iter, config, callbacks)
     if state is not None:
         trainer.load_state_dict(state)
@@ -105,6 +106,15 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     if error is not None:
         raise NonFiniteLossError(error)
     return status, trainer
+
+
+def stats_recorder(config: RunConfig, out: Path) -> list:
+    """[StatsRecorder] when the config records statistics (train.record_stats), else []. It goes before
+    the checkpoint, so stats.jsonl never lags the checkpoint that a resumed run starts from."""
+    if not config.train.record_stats:
+        return []
+    from normlab.inspect.stats import StatsRecorder
+    return [StatsRecorder(out / "stats.jsonl", every=config.train.record_every)]
 
 
 def write_summary(path: Path, config: RunConfig, trainer: Trainer, status: str, error: str | None) -> None:
