@@ -7,8 +7,8 @@
     from normlab.inspect import recalibrate
     recalibrate(model, train_iter, method="precise", num_batches=200)
 """
-from .recalibrate import METHODS, recalibrate
+from .recalibrate import METHODS, recalibrate, running_stat_layers
 from .stats import NORM_TYPES, StatsRecorder, describe_norms, norm_layers, read_stats, weighted_layers
 
 __all__ = ["METHODS", "NORM_TYPES", "StatsRecorder", "describe_norms", "norm_layers", "read_stats",
-           "recalibrate", "weighted_layers"]
+           "recalibrate", "running_stat_layers", "weighted_layers"]

@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from normlab.nn import D2LBatchNorm
 
-__all__ = ["recalibrate", "METHODS"]
+__all__ = ["recalibrate", "running_stat_layers", "METHODS"]
 
 METHODS = ("cumulative", "precise")
 
@@ -104,6 +104,11 @@ def _precise(model: nn.Module, batches, device) -> None:
                 var.copy_((sums[m][1] / counts[m]).view_as(var))
         for m, count in tracked.items():  # the forwards counted their batches
             m.num_batches_tracked.copy_(count)
+
+
+def running_stat_layers(model: nn.Module) -> list[str]:
+    """The names of the batch norms in `model` that recalibrate rewrites (those with running statistics)."""
+    return [name for name, m in model.named_modules() if _tracks(m)]
 
 
 def _tracks(m: nn.Module) -> bool:

@@ -108,6 +108,26 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     return status, trainer
 
 
+def load_trained(run_dir: str | Path) -> tuple[RunConfig, torch.nn.Module]:
+    """(config, model) of a run directory: the model rebuilt from config.toml with the checkpoint's
+    weights and buffers (loaded with weights_only=True), on the CPU, in eval mode."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory {run_dir}; `normlab train MODEL --out {run_dir}` makes one")
+    if not (run_dir / "config.toml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no config.toml "
+                                "(`normlab train` and `normlab experiment` write one into every run directory)")
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{run_dir} has no checkpoint.pt: a run writes it at the end of its first epoch; "
+                                f"train at least one epoch (`normlab train ... --resume --out {run_dir}` continues it)")
+    config = config_mod.load(run_dir / "config.toml")
+    state = load_checkpoint(run_dir / "checkpoint.pt", config.model.name)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, config.data.dataset)
+    model.load_state_dict(state["model"])
+    return config, model.eval()
+
+
 def stats_recorder(config: RunConfig, out: Path) -> list:
     """[StatsRecorder] when the config records statistics (train.record_stats), else []. It goes before
     the checkpoint, so stats.jsonl never lags the checkpoint that a resumed run starts from."""
