@@ -43,7 +43,7 @@ from normlab._io import atomic_write_text
 from normlab.nn import D2LBatchNorm
 
 __all__ = ["NORM_TYPES", "StatsRecorder", "norm_layers", "weighted_layers", "affine_params",
-           "running_stats", "describe_norms", "read_stats"]
+           "running_stats", "describe_norms", "read_stats", "module_path"]
 
 # torch's and normlab's batch and instance norms (both subclass _NormBase), layer and group norms
 # (normlab's subclass torch's), and the book's layer
@@ -55,6 +55,11 @@ NORM_TYPES = (_NormBase, nn.LayerNorm, nn.GroupNorm, D2LBatchNorm)
 def norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every normalization layer in `model`, in module order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, NORM_TYPES)]
+
+
+def module_path(name: str) -> str:
+    """How to reach a module from the model, as the seeds wrote it: "1" -> net[1], "b2.0.bn1" -> net.b2[0].bn1."""
+    return "net" + "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in name.split(".")) if name else "net"
 
 
 def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
