@@ -208,3 +208,19 @@ def test_an_experiment_spec_can_record_stats(tmp_path):
     assert index["runs"][0]["status"] == "finished"
     lines = (tmp_path / "exp" / "runs" / "m1-seed0" / "stats.jsonl").read_text().splitlines()
     assert [(r["kind"], r["step"]) for r in map(json.loads, lines)] == [("step", 35), ("step", 70), ("epoch", 70)]
+
+
+def test_a_compiled_model_records_its_inputs_too(tmp_path, loaders, config):
+    """A compiled graph runs no hooks added after compiling: recorded steps run the eager module."""
+    runs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        path = tmp_path / f"{compiled}.jsonl"
+        runs[compiled] = recorded(path, tiny_bn_cnn(), loaders(), config(epochs=1, compile=compiled), every=3)
+    for eager, compiled in zip(runs[False], runs[True]):
+        assert (eager["kind"], eager["step"], set(eager["norms"]["1"])) == (
+            compiled["kind"], compiled["step"], set(compiled["norms"]["1"]))
+        for key in ("input_mean", "input_std", "gamma"):
+            if key in eager["norms"]["1"]:
+                assert_close(torch.tensor(compiled["norms"]["1"][key]["values"]),
+                             torch.tensor(eager["norms"]["1"][key]["values"]), rtol=1e-4, atol=1e-5)

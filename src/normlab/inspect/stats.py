@@ -19,8 +19,10 @@ each over N·H·W values; input_std is the biased (population) std, the one batc
 Input statistics and gradients are the recorded step's own (its forward, its backward, before the
 update); γ, β and the running statistics are read after its update. The forward pre-hooks that
 see the norms' inputs exist only during a recorded step's forward: other steps run as without
-recording. D2LBatchNorm's gamma, beta, moving_mean and moving_var are recorded under the same keys
-(its moving_var is the biased one).
+recording. With train.compile, recorded steps run the uncompiled module (a compiled graph does
+not run hooks added after compiling), so their numbers can differ from compiled ones by rounding.
+D2LBatchNorm's gamma, beta, moving_mean and moving_var are recorded under the same keys (its
+moving_var is the biased one).
 
 The file is rewritten whole and atomically at every epoch end and when the run ends (finished,
 stopped by Ctrl-C, or diverged), always before the checkpoint is written. A resumed run first drops
@@ -156,6 +158,7 @@ class StatsRecorder:
         self.records: list[dict[str, Any]] = []
         self.recording = False
         self._handles, self._inputs, self._grads = [], {}, {}
+        self._compiled = None  # the trainer's forward (compiled or not) while a recorded step runs eagerly
 
     def steps_done(self, trainer) -> int:
         """Optimizer steps done over the whole run."""
@@ -174,11 +177,13 @@ class StatsRecorder:
             self._inputs, self._grads = {}, {}
             self._handles = [m.register_forward_pre_hook(self._input_hook(name))
                              for name, m in norm_layers(trainer.model)]
+            # a torch.compile'd graph runs no hooks registered after compiling: this step runs eagerly
+            self._compiled, trainer.forward = trainer.forward, trainer.model
 
     def on_after_backward(self, trainer) -> None:
         if not self.recording:
             return
-        self._remove_hooks()  # the forward is over
+        self._remove_hooks(trainer)  # the forward is over
         layers = [(name, w) for name, w in weighted_layers(trainer.model) if w.grad is not None]
         if layers:
             norms = torch.stack([torch.linalg.vector_norm(w.grad.detach().float()) for _, w in layers])
@@ -186,7 +191,7 @@ class StatsRecorder:
 
     def on_step_end(self, trainer) -> None:
         if self.recording:
-            self._remove_hooks()
+            self._remove_hooks(trainer)
             self.records.append(self._record(trainer, "step"))
             self.recording = False
 
@@ -195,7 +200,7 @@ class StatsRecorder:
         self.write()
 
     def on_train_end(self, trainer) -> None:  # also on a stop (Ctrl-C) or a divergence
-        self._remove_hooks()
+        self._remove_hooks(trainer)
         self.recording = False
         self.write()
 
@@ -212,10 +217,12 @@ class StatsRecorder:
                 self._inputs[name] = (x.mean(dim=1), x.std(dim=1, correction=0))
         return hook
 
-    def _remove_hooks(self) -> None:
+    def _remove_hooks(self, trainer) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self._compiled is not None:
+            trainer.forward, self._compiled = self._compiled, None
 
     def _record(self, trainer, kind: str) -> dict[str, Any]:
         done = self.steps_done(trainer)
