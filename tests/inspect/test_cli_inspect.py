@@ -150,3 +150,9 @@ def test_bn_lenet_on_fashion_mnist(tmp_path, capsys):
     assert [line.split()[0] for line in printed.splitlines() if re.match(r"net\[\d+\] +\S*BatchNorm", line)] == [
         "net[1]", "net[5]", "net[10]", "net[13]"]
     assert "(cumulative, 4 of 4 training batches) on cpu" in printed and "test acc before" in printed
+
+
+def test_record_every_must_be_positive_and_nothing_is_written(tmp_path, capsys):
+    assert main(["train", *POLY, "--out", str(tmp_path / "run"), "--record-stats", "--record-every", "0"]) == 1
+    assert "train.record_every takes a positive number of steps, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

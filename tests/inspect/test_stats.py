@@ -224,3 +224,15 @@ def test_a_compiled_model_records_its_inputs_too(tmp_path, loaders, config):
             if key in eager["norms"]["1"]:
                 assert_close(torch.tensor(compiled["norms"]["1"][key]["values"]),
                              torch.tensor(eager["norms"]["1"][key]["values"]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="AMP is CUDA autocast; this machine has no CUDA device")
+def test_fp16_gradient_norms_are_unscaled(tmp_path, loaders, config):
+    """GradScaler multiplies the loss by 2**16: the recorded norms must be the true ones."""
+    first = {}
+    for amp in ("none", "fp16"):
+        torch.manual_seed(0)
+        records = recorded(tmp_path / f"{amp}.jsonl", tiny_bn_cnn(), loaders(), config(epochs=1, device="cuda", amp=amp),
+                           every=1)
+        first[amp] = records[0]["grad_norm"]
+    assert first["fp16"] == pytest.approx(first["none"], rel=0.05)

@@ -83,12 +83,13 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     torch.manual_seed(config.train.seed)  # the model's own init (init="torch") is seeded too
     model = build_model(config.model, config.data.dataset)
     train_iter, test_iter = build_loaders(config.data, config.train.seed)
+    recorder = stats_recorder(config, out)  # checks train.record_every before anything is written
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", config_mod.dumps(config))
     checkpoint = Checkpoint(out / "checkpoint.pt")
     title = f"{config.model.name}, norm {norm_name(config)}, lr {config.optim.lr}"
     callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"),
-                 *stats_recorder(config, out), checkpoint, CurvesPlot(out / "curves.png", title), *extra_callbacks]
+                 *recorder, checkpoint, CurvesPlot(out / "curves.png", title), *extra_callbacks]
     trainer = Trainer(model, train_iter, test_iter, config, callbacks)
     if state is not None:
         trainer.load_state_dict(state)
