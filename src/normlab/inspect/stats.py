@@ -158,7 +158,7 @@ class StatsRecorder:
         self.records: list[dict[str, Any]] = []
         self.recording = False
         self._handles, self._inputs, self._grads = [], {}, {}
-        self._compiled = None  # the trainer's forward (compiled or not) while a recorded step runs eagerly
+        self._saved_forward = None  # the trainer's (maybe compiled) forward while a recorded step runs eagerly
 
     def steps_done(self, trainer) -> int:
         """Optimizer steps done over the whole run."""
@@ -178,12 +178,12 @@ class StatsRecorder:
             self._handles = [m.register_forward_pre_hook(self._input_hook(name))
                              for name, m in norm_layers(trainer.model)]
             # a torch.compile'd graph runs no hooks registered after compiling: this step runs eagerly
-            self._compiled, trainer.forward = trainer.forward, trainer.model
+            self._saved_forward, trainer.forward = trainer.forward, trainer.model
 
     def on_after_backward(self, trainer) -> None:
         if not self.recording:
             return
-        self._remove_hooks(trainer)  # the forward is over
+        self._end_recorded_forward(trainer)  # the forward is over
         layers = [(name, w) for name, w in weighted_layers(trainer.model) if w.grad is not None]
         if layers:
             norms = torch.stack([torch.linalg.vector_norm(w.grad.detach().float()) for _, w in layers])
@@ -191,7 +191,6 @@ class StatsRecorder:
 
     def on_step_end(self, trainer) -> None:
         if self.recording:
-            self._remove_hooks(trainer)
             self.records.append(self._record(trainer, "step"))
             self.recording = False
 
@@ -200,7 +199,7 @@ class StatsRecorder:
         self.write()
 
     def on_train_end(self, trainer) -> None:  # also on a stop (Ctrl-C) or a divergence
-        self._remove_hooks(trainer)
+        self._end_recorded_forward(trainer)
         self.recording = False
         self.write()
 
@@ -217,12 +216,13 @@ class StatsRecorder:
                 self._inputs[name] = (x.mean(dim=1), x.std(dim=1, correction=0))
         return hook
 
-    def _remove_hooks(self, trainer) -> None:
+    def _end_recorded_forward(self, trainer) -> None:
+        """Remove the input hooks and give the trainer its own forward back."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self._compiled is not None:
-            trainer.forward, self._compiled = self._compiled, None
+        if self._saved_forward is not None:
+            trainer.forward, self._saved_forward = self._saved_forward, None
 
     def _record(self, trainer, kind: str) -> dict[str, Any]:
         done = self.steps_done(trainer)
