@@ -8,6 +8,7 @@
     normlab summary --inception-table the seeds' Inception-vs-convolution table
     normlab experiment SPEC|PRESET    a study: grid × variants × seeds, then report.md
     normlab experiment report DIR     rebuild an experiment's report
+    normlab inspect RUN_DIR           γ/β, running statistics, recorded statistics and plots of a run
 """
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ EPILOG_TRAIN = """examples:
   normlab train lenet_bn --resume --out runs/r20-group   # continue a stopped run exactly
   normlab train mlp --norm batch --set model.options.activation=sigmoid
   normlab train --config my-recipe.toml --set optim.lr=0.5 --set train.epochs=3
+  normlab train lenet_bn --record-stats --out runs/bn    # then: normlab inspect runs/bn
 """
 
 # CLI flag -> config key; None (flag not given) leaves the config's value
@@ -117,7 +119,8 @@ TRAIN_FLAGS = {"norm": "model.norm", "norm_position": "model.norm_position", "ep
                "optimizer": "optim.optimizer", "momentum": "optim.momentum", "schedule": "optim.schedule",
                "weight_decay": "optim.weight_decay", "seed": "train.seed", "device": "train.device",
                "dataset": "data.dataset", "amp": "train.amp", "channels_last": "train.channels_last",
-               "compile": "train.compile", "init": "train.init", "train_subset": "data.train_subset"}
+               "compile": "train.compile", "init": "train.init", "train_subset": "data.train_subset",
+               "record_stats": "train.record_stats", "record_every": "train.record_every"}
 
 
 def _train_config(args):
@@ -179,7 +182,8 @@ def cmd_train(args) -> int:
               f"resume with: normlab train {config.model.name} --resume --out {out}", file=sys.stderr)
         return 130
     _print_book_lines(trainer)
-    print(f"run directory: {out} (curves.png, metrics.jsonl, checkpoint.pt, config.toml, summary.json)")
+    stats = ", stats.jsonl; look inside with: normlab inspect " + str(out) if config.train.record_stats else ""
+    print(f"run directory: {out} (curves.png, metrics.jsonl, checkpoint.pt, config.toml, summary.json{stats})")
     return 0
 
 
@@ -412,6 +416,107 @@ def _add_experiment_parser(commands) -> None:
     p.set_defaults(func=cmd_experiment)
 
 
+# ---- normlab inspect --------------------------------------------------------------------------
+
+EPILOG_INSPECT = """examples:
+  normlab train lenet_bn --record-stats --out runs/bn     record statistics while training
+  normlab inspect runs/bn                                 γ/β of net[1], a per-layer table, plots
+  normlab inspect runs/bn --out figures/bn                the plots in another folder
+  normlab inspect runs/bn --recalibrate                   test accuracy before and after update_bn
+  normlab inspect runs/bn --recalibrate --method precise --num-batches 50
+"""
+
+
+def cmd_inspect(args) -> int:
+    from normlab.inspect import read_stats, report
+
+    run_dir = Path(args.run_dir)
+    config, model = run_mod().load_trained(run_dir)
+    print(f"{run_dir}: {config.model.name}, norm {run_mod().norm_name(config)}, "
+          f"{config.data.dataset}, lr {config.optim.lr}\n")
+    print(report.first_norm_text(model) + "\n")
+    print(report.norm_table(model) + "\n")
+    records = read_stats(run_dir / "stats.jsonl")
+    if records:
+        print(report.stats_text(records) + "\n")
+        _inspect_plots(records, Path(args.out) if args.out else run_dir, config)
+    else:
+        print(f"no stats.jsonl in {run_dir}: to record γ/β, the norms' inputs and the gradient norms over "
+              f"training, train with --record-stats (or train.record_stats = true in a config or spec), e.g.\n"
+              f"  normlab train {config.model.name} --record-stats --out {run_dir.parent / (run_dir.name + '-stats')}")
+    if args.recalibrate:
+        _inspect_recalibrate(args, config, model)
+    return 0
+
+
+def _inspect_plots(records, out: Path, config) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        print("no plots: matplotlib is not installed; pip install 'normlab[plot]' to get them")
+        return
+    from normlab.inspect.plots import save_stats_plots
+
+    title = f"{config.model.name}, norm {run_mod().norm_name(config)}, lr {config.optim.lr}"
+    paths = save_stats_plots(records, out, title=title)
+    print(f"plots: {', '.join(str(p) for p in paths)}")
+
+
+def _inspect_recalibrate(args, config, model) -> None:
+    from normlab.inspect import recalibrate
+    from normlab.inspect.recalibrate import running_stat_layers
+    from normlab.train.loop import evaluate, resolve_device
+
+    if not running_stat_layers(model):
+        print("--recalibrate: this model has no batch norm with running statistics; nothing to recalibrate")
+        return
+    device = resolve_device(args.device)
+    model.to(device)
+    train_iter, test_iter = run_mod().build_loaders(config.data, config.train.seed)
+    regression = config.data.dataset == "poly"
+    key = "test mse" if regression else "test acc"
+    before = evaluate(model, test_iter, device, regression=regression)
+    recalibrate(model, train_iter, args.method, num_batches=args.num_batches, device=device)
+    after = evaluate(model, test_iter, device, regression=regression)
+    used = len(train_iter) if args.num_batches is None else min(args.num_batches, len(train_iter))
+    print(f"recalibrated the batch norms ({args.method}, {used} of {len(train_iter)} training batches) on {device}:\n"
+          f"  {key} before {before:.4f}, after {after:.4f} ({after - before:+.4f}); the checkpoint is unchanged")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a positive number of batches, got {text!r}")
+    return value
+
+
+def _add_inspect_parser(commands) -> None:
+    from normlab.inspect import METHODS
+
+    p = commands.add_parser(
+        "inspect", help="look inside a run: γ/β, running statistics, recorded statistics, recalibration",
+        description="Print a run's first norm layer's γ and β (as the seeds did) and a table of every norm "
+                    "layer, from its checkpoint. When the run recorded statistics (--record-stats), also "
+                    "summarize stats.jsonl and draw gamma_beta.png, norm_inputs.png and grad_norms.png. "
+                    "With --recalibrate, recompute the batch norms' running statistics on the training set "
+                    "and show the test accuracy before and after.",
+        epilog=EPILOG_INSPECT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (normlab train --out, or an experiment's runs/NAME)")
+    p.add_argument("--out", help="folder for the plots (default: RUN_DIR)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="recompute the running statistics and compare test accuracy (the checkpoint is not changed)")
+    p.add_argument("--method", choices=METHODS, default="cumulative",
+                   help="cumulative (default): torch's update_bn; precise: the average of per-batch statistics "
+                        "(precise-BN), which also covers the book's D2LBatchNorm")
+    p.add_argument("--num-batches", type=_positive, metavar="N", help="recalibrate on the first N training batches "
+                   "(default: all)")
+    p.add_argument("--device", default="auto", help="for --recalibrate: auto (default), cpu, cuda, ...")
+    p.set_defaults(func=cmd_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="normlab", description="normlab: classic CNNs and normalization layers, written from scratch.",
@@ -443,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
     _add_summary_parser(commands)
     _add_experiment_parser(commands)
+    _add_inspect_parser(commands)
     return parser
 
 
@@ -473,6 +579,11 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], help="CUDA autocast")
     p.add_argument("--channels-last", action="store_true", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--record-stats", action="store_true", default=None,
+                   help="write stats.jsonl: γ/β, running statistics, the norms' inputs and gradient norms "
+                        "(see `normlab inspect`)")
+    p.add_argument("--record-every", type=int, metavar="K", help="with --record-stats: every K steps (default 50), "
+                   "and at each epoch end")
     p.add_argument("--config", help="a TOML file with [data] [model] [optim] [train] tables")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. optim.lr=0.5 or width_divisor in model.options={width_divisor=8}")

@@ -105,3 +105,33 @@ def test_bn_layers_is_the_seeds_seven_subsets():
 def test_bn_vs_none_really_has_no_norm():
     norms = {r.group: r.config.model.norm for r in expand(load_spec("bn_vs_none"), "quick")}
     assert norms["none-lr0.9"] == "none" and norms["bn-lr1.0"] is None  # None: lenet_bn's own batch norm
+
+
+def test_bn_momentum_compares_01_001_and_cumulative():
+    """TOML has no null: momentum = "cumulative" builds every batch norm with momentum=None."""
+    import torch
+
+    from normlab.nn import BatchNorm1d, BatchNorm2d
+    from normlab.train.run import build_model
+
+    runs = expand(load_spec("bn_momentum"), "full")
+    assert sorted({r.variant for r in runs}) == ["momentum_0.01", "momentum_0.1", "momentum_cumulative"]
+    for run in runs:
+        net = build_model(run.config.model, run.config.data.dataset)
+        momenta = {m.momentum for m in net.modules() if isinstance(m, (BatchNorm1d, BatchNorm2d))}
+        assert momenta == {{"momentum_0.1": 0.1, "momentum_0.01": 0.01, "momentum_cumulative": None}[run.variant]}
+    net = build_model(next(r for r in runs if r.variant == "momentum_cumulative").config.model, "fashion-mnist")
+    x = torch.rand(2, 8, 1, 28, 28)
+    for batch in x:  # cumulative: the running mean is the plain mean of the batch means
+        net(batch)
+    h = net[0](x.flatten(0, 1)).unflatten(0, (2, 8))       # (2 batches, 8, 6, 24, 24): net[1]'s inputs
+    torch.testing.assert_close(net[1].running_mean, h.mean((1, 3, 4)).mean(0))
+
+
+def test_a_momentum_word_other_than_cumulative_is_refused():
+    from normlab.train.run import build_model
+
+    bad = spec(variants={"typo": {"model.options.norm_kwargs": {"momentum": "cumulativ"}}})
+    with pytest.raises(ValueError, match=r"lenet_bn: norm_kwargs momentum takes a number \(0.1 is torch's default\) "
+                                         r"or 'cumulative' \(momentum=None: the cumulative average\), got 'cumulativ'"):
+        build_model(expand(bad)[0].config.model, "fashion-mnist")

@@ -102,3 +102,12 @@ def test_width_divisor_too_large():
 def test_norm_kwargs_the_norm_does_not_take():
     with pytest.raises(ValueError, match=r"lenet: norm 'batch' does not take norm_kwargs \{'num_groups': 2\}"):
         create_model("lenet", norm="batch", norm_kwargs={"num_groups": 2})
+
+
+def test_momentum_cumulative_is_none_and_the_books_layer_refuses_it():
+    net = create_model("lenet_bn", norm="batch_torch", norm_kwargs={"momentum": "cumulative"})
+    assert net[1].momentum is None and net[13].momentum is None
+    with pytest.raises(ValueError, match="lenet_bn: norm 'batch_d2l' .* has no cumulative average; give momentum a number"):
+        create_model("lenet_bn", norm="batch_d2l", norm_kwargs={"momentum": "cumulative"})
+    with pytest.raises(ValueError, match="momentum takes a number .* got 'slow'"):
+        create_model("mlp", norm="batch", norm_kwargs={"momentum": "slow"})

@@ -245,3 +245,27 @@ def test_compile_on_cpu_matches_eager(loaders, config):
 def test_amp_on_cuda(loaders, config, amp):
     history = train(tiny_cnn(), *loaders(), config(epochs=2, device="cuda", amp=amp))
     assert math.isfinite(history.last["train_loss"])
+
+
+def test_step_hooks_run_in_order_with_gradients_before_the_update(loaders, config):
+    class Spy:
+        def __init__(self):
+            self.calls, self.before = [], None
+
+        def on_step_start(self, trainer):
+            self.calls.append("start")
+
+        def on_after_backward(self, trainer):
+            self.calls.append("backward")
+            if self.before is None:   # the first step: gradients exist, weights not yet stepped
+                self.before = trainer.model[0].weight.detach().clone()
+                assert trainer.model[0].weight.grad is not None
+                assert torch.equal(self.before, trainer.model[0].weight)
+
+        def on_step_end(self, trainer):
+            self.calls.append("end")
+
+    spy, model = Spy(), tiny_cnn()
+    train(model, *loaders(), config(epochs=1), callbacks=[spy])
+    assert spy.calls == ["start", "backward", "end"] * 6       # 96 examples, batch 16
+    assert not torch.equal(spy.before, model[0].weight)

@@ -9,7 +9,8 @@ Every builder takes the same norm options (see base.py and normlab.nn.blocks):
     norm           a name from normlab.nn.list_norms(); "none" for no norm layer (None keeps
                    the model's default: batch for lenet_bn, resnet18/20 and densenet)
     norm_position  "before_act" (conv → norm → act, the default) or "after_act" (conv → act → norm)
-    norm_kwargs    passed to every norm layer, e.g. {"num_groups": 2} for "group"
+    norm_kwargs    passed to every norm layer, e.g. {"num_groups": 2} for "group"; momentum
+                   "cumulative" means momentum=None (TOML has no null)
     fc_norm        (models with norms after Linear layers) the norm for those; default: norm
     num_classes=10, in_channels=1
 

@@ -76,7 +76,7 @@ def resolve_norm(model: str, norm: str | None, dim: int = 2, norm_kwargs: dict |
         raise ValueError(f"{model}: {e}{hint}") from None
     if layer is nn.Identity:
         return None
-    kw = dict(norm_kwargs or {})
+    kw = _norm_kwargs(model, norm, norm_kwargs)
 
     def build(num_features: int) -> nn.Module:
         try:
@@ -88,6 +88,26 @@ def resolve_norm(model: str, norm: str | None, dim: int = 2, norm_kwargs: dict |
             raise ValueError(f"{model}: norm {norm!r}{extra} cannot normalize "
                              f"{num_features} channels: {e}") from None
     return build
+
+
+CUMULATIVE = "cumulative"  # norm_kwargs momentum = "cumulative" is momentum=None: TOML has no null
+
+
+def _norm_kwargs(model: str, norm: str | None, norm_kwargs: dict | None) -> dict:
+    """A copy of norm_kwargs with momentum "cumulative" read as None, torch's cumulative average
+    (running statistics = the plain mean over the num_batches_tracked batches seen), so a TOML
+    config or spec can ask for it: `norm_kwargs = { momentum = "cumulative" }`."""
+    kw = dict(norm_kwargs or {})
+    momentum = kw.get("momentum")
+    if isinstance(momentum, str):
+        if momentum.lower() != CUMULATIVE:
+            raise ValueError(f"{model}: norm_kwargs momentum takes a number (0.1 is torch's default) or "
+                             f"{CUMULATIVE!r} (momentum=None: the cumulative average), got {momentum!r}")
+        kw["momentum"] = None
+    if "momentum" in kw and kw["momentum"] is None and str(norm).lower() == "batch_d2l":
+        raise ValueError(f"{model}: norm 'batch_d2l' (the book's layer) keeps no num_batches_tracked, so it has "
+                         "no cumulative average; give momentum a number (the book's 0.9 is torch's 0.1)")
+    return kw
 
 
 class ZooModel(nn.Sequential):

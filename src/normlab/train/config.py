@@ -75,6 +75,8 @@ class TrainConfig:
     compile: bool = False              # torch.compile the model
     init: str = "xavier"               # xavier (the book's) | torch (keep torch's own)
     points_per_epoch: int = 5          # train-curve points per epoch, as the book's Animator
+    record_stats: bool = False         # stats.jsonl: γ/β, running stats, norm inputs, gradient norms
+    record_every: int = 50             # ...every this many optimizer steps, and at each epoch end
 
 
 @dataclass(frozen=True)

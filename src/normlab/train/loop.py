@@ -2,6 +2,7 @@
 
     for epoch:                       train_iter reshuffles from (seed, epoch)
         for batch:                   forward, loss, backward, step, schedule (per step)
+                                     callbacks.on_step_start / on_after_backward / on_step_end
         evaluate                     test_acc (classification) or test_mse (regression)
         callbacks.on_epoch_end       metrics log, checkpoint, curves: chosen by the caller
 
@@ -225,13 +226,17 @@ class Trainer:
 
     def run(self) -> History:
         self._call("on_train_start")
-        while self.epoch < self.config.train.epochs:
-            epoch_start = time.perf_counter() - self.sums["train_seconds"]
-            self.train_epoch()
-            metrics = self._epoch_metrics(epoch_start)
-            self.history.epochs.append(metrics)
-            self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
-            self._call("on_epoch_end", metrics)
+        try:
+            while self.epoch < self.config.train.epochs:
+                epoch_start = time.perf_counter() - self.sums["train_seconds"]
+                self.train_epoch()
+                metrics = self._epoch_metrics(epoch_start)
+                self.history.epochs.append(metrics)
+                self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
+                self._call("on_epoch_end", metrics)
+        except (Interrupted, NonFiniteLossError):
+            self._call("on_train_end")  # a stop or a divergence ends the run too: callbacks flush what they hold
+            raise
         self._call("on_train_end")
         return self.history
 
@@ -245,6 +250,7 @@ class Trainer:
         t_load = time.perf_counter()
         for X, y in self.train_iter:
             self.sums["train_seconds"] += time.perf_counter() - t_load
+            self._call("on_step_start")
             self._train_step(X, y)
             self.step += 1
             if self.step in marks:
@@ -268,13 +274,17 @@ class Trainer:
                 f"(lr {self.optimizer.param_groups[0]['lr']:.4g}); the run stopped and the last good checkpoint "
                 "was kept. Lower the learning rate (--lr) and train again.")
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
+        if self.scaler is None:
+            loss.backward()
+        else:
             self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # true gradients for the hook; step() will not unscale twice
+        self._call("on_after_backward")           # gradients ready, weights not yet updated
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
         self.scheduler.step()
         n = len(y)
         self.sums["loss"] += loss_value * n

@@ -5,6 +5,7 @@
                 curves.png       the book's Animator figure
                 checkpoint.pt    model, optimizer, schedule, RNG states, position (weights_only=True)
                 summary.json     status, final and best metrics, parameters, device, versions
+                stats.jsonl      with train.record_stats: γ/β, running stats, norm inputs, gradient norms
 
 Used by `normlab train` and the experiment runner; neither prints from here.
 """
@@ -82,12 +83,13 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     torch.manual_seed(config.train.seed)  # the model's own init (init="torch") is seeded too
     model = build_model(config.model, config.data.dataset)
     train_iter, test_iter = build_loaders(config.data, config.train.seed)
+    recorder = stats_recorder(config, out)  # checks train.record_every before anything is written
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", config_mod.dumps(config))
     checkpoint = Checkpoint(out / "checkpoint.pt")
     title = f"{config.model.name}, norm {norm_name(config)}, lr {config.optim.lr}"
-    callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"), checkpoint,
-                 CurvesPlot(out / "curves.png", title), *extra_callbacks]
+    callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"),
+                 *recorder, checkpoint, CurvesPlot(out / "curves.png", title), *extra_callbacks]
     trainer = Trainer(model, train_iter, test_iter, config, callbacks)
     if state is not None:
         trainer.load_state_dict(state)
@@ -105,6 +107,35 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     if error is not None:
         raise NonFiniteLossError(error)
     return status, trainer
+
+
+def load_trained(run_dir: str | Path) -> tuple[RunConfig, torch.nn.Module]:
+    """(config, model) of a run directory: the model rebuilt from config.toml with the checkpoint's
+    weights and buffers (loaded with weights_only=True), on the CPU, in eval mode."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory {run_dir}; `normlab train MODEL --out {run_dir}` makes one")
+    if not (run_dir / "config.toml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no config.toml "
+                                "(`normlab train` and `normlab experiment` write one into every run directory)")
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{run_dir} has no checkpoint.pt: a run writes it at the end of its first epoch; "
+                                f"train at least one epoch (`normlab train ... --resume --out {run_dir}` continues it)")
+    config = config_mod.load(run_dir / "config.toml")
+    state = load_checkpoint(run_dir / "checkpoint.pt", config.model.name)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, config.data.dataset)
+    model.load_state_dict(state["model"])
+    return config, model.eval()
+
+
+def stats_recorder(config: RunConfig, out: Path) -> list:
+    """[StatsRecorder] when the config records statistics (train.record_stats), else []. It goes before
+    the checkpoint, so stats.jsonl never lags the checkpoint that a resumed run starts from."""
+    if not config.train.record_stats:
+        return []
+    from normlab.inspect.stats import StatsRecorder
+    return [StatsRecorder(out / "stats.jsonl", every=config.train.record_every)]
 
 
 def write_summary(path: Path, config: RunConfig, trainer: Trainer, status: str, error: str | None) -> None:
