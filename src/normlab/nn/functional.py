@@ -205,18 +205,28 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, scale, training, needs):
     dyc = _cast(dy, cdtype)
     sum_dy = _channel_sum(dyc)
     dx = sum_dy_xhat = None
+    in_place = not torch.is_grad_enabled()  # False when differentiating this backward
     if needs[1] or (needs[0] and training):
         centred = _cast(x, cdtype) - _channel_view(mean, ndim)  # x − mean
-        sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σdy·x̂
+        if in_place and needs[0] and training and _SLICE < x.numel() <= _ONE_CALL \
+                and not torch.compiler.is_compiling():
+            # the product dy·(x − mean) in a full-size buffer that then becomes dx: one fresh
+            # allocation fewer than a dot product's temporary plus dx (each costs page faults;
+            # larger tensors take _channel_dot's cache-sized slices instead)
+            dx = torch.mul(dyc, centred)
+            sum_dy_xhat = _channel_sum(dx) * invstd  # Σdy·x̂
+        else:
+            sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σdy·x̂
     if needs[0] and training:
         # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2), c2 = invstd·Σdy·x̂/M: torch's order, so
         # dx is exactly 0 where dy and x are constant.
         c2, mean_dy = [_channel_view(v, ndim) for v in (invstd * sum_dy_xhat / M, sum_dy / M)]
-        dx = dyc - mean_dy  # first, as torch does: exact where dy is nearly constant
-        if torch.is_grad_enabled():  # differentiating this backward: no in-place updates
-            dx = (dx - centred * c2) * _channel_view(scale, ndim)
-        else:  # the same, in place, dx − (x − mean)·c2 fused into one pass
+        # dy − Σdy/M first, as torch does: exact where dy is nearly constant
+        dx = dyc - mean_dy if dx is None else torch.sub(dyc, mean_dy, out=dx)
+        if in_place:  # dx − (x − mean)·c2 fused into one pass, then ·γ·invstd
             dx = dx.addcmul_(centred, c2, value=-1).mul_(_channel_view(scale, ndim))
+        else:  # differentiable: no in-place updates
+            dx = (dx - centred * c2) * _channel_view(scale, ndim)
         dx = _cast(dx, x.dtype)
     elif needs[0]:
         dx = _cast(dyc * _channel_view(scale, ndim), x.dtype)
