@@ -509,8 +509,8 @@ def _add_inspect_parser(commands) -> None:
     p.add_argument("--recalibrate", action="store_true",
                    help="recompute the running statistics and compare test accuracy (the checkpoint is not changed)")
     p.add_argument("--method", choices=METHODS, default="cumulative",
-                   help="cumulative (default): torch's update_bn; precise: the average of per-batch statistics "
-                        "(precise-BN), which also covers the book's D2LBatchNorm")
+                   help="cumulative (default): torch's update_bn, the average of per-batch statistics; precise: "
+                        "precise-BN's population statistics of all values seen, which also covers D2LBatchNorm")
     p.add_argument("--num-batches", type=_positive, metavar="N", help="recalibrate on the first N training batches "
                    "(default: all)")
     p.add_argument("--device", default="auto", help="for --recalibrate: auto (default), cpu, cuda, ...")

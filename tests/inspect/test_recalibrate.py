@@ -1,4 +1,4 @@
-"""recalibrate: "cumulative" is torch's update_bn, "precise" the average of per-batch statistics by hand."""
+"""recalibrate: "cumulative" is torch's update_bn, "precise" the statistics of all the values seen, by hand."""
 import copy
 
 import pytest
@@ -59,40 +59,48 @@ def test_normlab_and_torch_layers_recalibrate_to_the_same_statistics():
             assert_close(ours.state_dict()[key], value, msg=f"{method}: {key}")
 
 
-def per_batch_stats_by_hand(net, data, unbiased=True):
-    """Each batch's per-channel mean and variance at both norms' inputs, the model in train mode."""
-    stats = {1: [], 5: []}
+def norm_inputs_by_hand(net, data):
+    """Both norms' inputs for every batch, the model in train mode (each norm uses its batch's statistics)."""
+    inputs = {1: [], 5: []}
     for x, _ in data:
         h = net[0](x)                                                # (N, 3, 4, 4): the first norm's input
-        stats[1].append((h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=unbiased)))
+        inputs[1].append(h)
         h = F.batch_norm(h, None, None, net[1].weight, net[1].bias, training=True, eps=net[1].eps)
-        h = net[4](F.relu(h).flatten(1))                             # (N, 5): the second norm's input
-        stats[5].append((h.mean(0), h.var(0, unbiased=unbiased)))
-    return {i: (torch.stack([m for m, _ in s]).mean(0), torch.stack([v for _, v in s]).mean(0))
-            for i, s in stats.items()}
+        inputs[5].append(net[4](F.relu(h).flatten(1)))               # (N, 5): the second norm's input
+    return {i: torch.cat(hs).transpose(0, 1).flatten(1).double() for i, hs in inputs.items()}  # (C, values)
 
 
 @pytest.mark.parametrize("num_batches", [None, 3])
-def test_precise_is_the_average_of_per_batch_statistics(num_batches):
+def test_precise_is_the_statistics_of_all_values_seen(num_batches):
     data, net = batches(), cnn(nl.BatchNorm2d, nl.BatchNorm1d)
     with torch.no_grad():
-        expected = per_batch_stats_by_hand(net, data[:num_batches])
+        expected = norm_inputs_by_hand(net, data[:num_batches])
     tracked = int(net[1].num_batches_tracked)
     recalibrate(net, data, "precise", num_batches=num_batches)
-    for i, (mean, var) in expected.items():
-        assert_close(net[i].running_mean, mean)
-        assert_close(net[i].running_var, var)
+    for i, values in expected.items():
+        assert_close(net[i].running_mean, values.mean(1).float())
+        assert_close(net[i].running_var, values.var(1).float())   # unbiased over all the values
     assert int(net[1].num_batches_tracked) == tracked  # precise keeps the count
     assert all(p.grad is None for p in net.parameters())
 
 
-def test_cumulative_and_precise_agree_up_to_rounding():
+def test_precise_counts_the_spread_of_batch_means_that_cumulative_misses():
+    """Batches whose means differ: cumulative averages the per-batch variances, precise also adds the
+    variance of the means, by the law of total variance (equal batches of n values, N in all):
+        precise = ((n − 1)·Σ_b var_b + n·Σ_b (mean_b − mean)²) / (N − 1)."""
+    data = batches(sizes=(8, 8, 8, 8))
     a, b = cnn(), cnn()
-    recalibrate(a, batches(), "cumulative")
-    recalibrate(b, batches(), "precise")
-    for i in (1, 5):
-        assert_close(a[i].running_mean, b[i].running_mean)
-        assert_close(a[i].running_var, b[i].running_var)
+    recalibrate(a, data, "cumulative")
+    recalibrate(b, data, "precise")
+    with torch.no_grad():
+        values = norm_inputs_by_hand(cnn(), data)[1].view(3, 4, -1)   # (C, batch, n)
+    n, B = values.shape[2], values.shape[1]
+    batch_means, batch_vars = values.mean(2), values.var(2)
+    assert_close(a[1].running_var, batch_vars.mean(1).float())
+    total = ((n - 1) * batch_vars.sum(1) + n * (batch_means - batch_means.mean(1, keepdim=True)).square().sum(1))
+    assert_close(b[1].running_var, (total / (n * B - 1)).float())
+    assert (b[1].running_var > a[1].running_var).all()                # the shifted batch means count
+    assert_close(a[1].running_mean, b[1].running_mean)               # equal batches: the same mean
 
 
 @pytest.mark.parametrize("method", ["cumulative", "precise"])
@@ -120,8 +128,8 @@ def test_precise_recalibrates_the_books_layer_with_its_biased_variance():
     data = batches()
     precise = recalibrate(copy.deepcopy(net), data, "precise")[1]
     x = [b.flatten(1) for b, _ in data]
-    assert_close(precise.moving_mean, torch.stack([b.mean(0) for b in x]).mean(0).view(1, -1))
-    assert_close(precise.moving_var, torch.stack([b.var(0, unbiased=False) for b in x]).mean(0).view(1, -1))
+    assert_close(precise.moving_mean, torch.cat(x).mean(0).view(1, -1))
+    assert_close(precise.moving_var, torch.cat(x).var(0, unbiased=False).view(1, -1))   # biased, as the book keeps it
     assert precise.momentum == 0.9
     with pytest.warns(UserWarning, match=r"leaves D2LBatchNorm layers \(1\) as they are; method='precise'"):
         cumulative = recalibrate(copy.deepcopy(net), data, "cumulative")[1]

@@ -9,16 +9,23 @@ weights were still moving; recalibrating replaces them with statistics of the fi
                 num_batches_tracked = B. Only torch's _BatchNorm subclasses (torch's and normlab's
                 BatchNorm1d/2d/3d): D2LBatchNorm layers are left as they are, with a warning.
     precise     precise-BN (Wu & Johnson, 2021, https://arxiv.org/abs/2105.07576; fvcore's
-                update_bn_stats): the same average of per-batch statistics, collected by forward
-                pre-hooks from each layer's input rather than by the layer's own update rule,
-                so it also serves D2LBatchNorm (moving_var: the average of its biased variances).
+                update_bn_stats with its population variance estimator): the statistics of the
+                population of all values seen, as if the batches were one batch,
+                    running_mean = mean(x over all batches)
+                    running_var  = var_unbiased(x over all batches)
+                          = (Σ_b (n_b − 1)·var_b + Σ_b n_b·(mean_b − running_mean)²) / (Σ_b n_b − 1),
+                with n_b the values per channel in batch b: each batch weighs by its size, and
+                the spread of the batch means counts. Collected by forward pre-hooks from each
+                layer's input (float64, batches merged by Chan's formula), so it also serves
+                D2LBatchNorm (its moving_var takes the biased variance, the book's convention).
                 num_batches_tracked is kept.
 
-In exact arithmetic the two give the same numbers for torch's and normlab's batch norms (equal
-weights for every batch, including a smaller last one): they differ by rounding only, which makes
-each a check of the other. Every batch runs in train mode (the earlier layers normalize with the
-batch's statistics, as during training), with no gradients; afterwards each module's train/eval
-mode and each layer's momentum are as they were. `num_batches` caps the batches read (None: all).
+The two differ where the batches differ: "cumulative" averages the per-batch variances, so it
+misses the variance of the batch means across batches (and weighs a smaller last batch fully);
+"precise" is the exact statistic of the data the layer saw. Every batch runs in train mode (the
+earlier layers normalize with the batch's statistics, as during training), with no gradients;
+afterwards each module's train/eval mode and each layer's momentum are as they were.
+`num_batches` caps the batches read (None: all).
 """
 from __future__ import annotations
 
@@ -73,16 +80,18 @@ def _cumulative(model: nn.Module, batches, device) -> None:
 
 def _precise(model: nn.Module, batches, device) -> None:
     layers = [m for m in model.modules() if _tracks(m)]
-    sums = {m: None for m in layers}   # m -> [Σ mean_b, Σ var_b] in float64, per channel
-    counts = dict.fromkeys(layers, 0)
+    population = {}  # m -> (values per channel so far, their mean, Σ(x − mean)²), float64
 
     def hook(m, args):
         x = args[0].detach()
         x = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (N, C, *) -> (C, N·*)
-        # torch's running_var takes the unbiased variance, the book's moving_var the biased one
-        stats = torch.stack([x.mean(dim=1), x.var(dim=1, correction=0 if isinstance(m, D2LBatchNorm) else 1)])
-        sums[m] = stats if sums[m] is None else sums[m] + stats
-        counts[m] += 1
+        n, mean = x.shape[1], x.mean(dim=1)
+        m2 = (x - mean[:, None]).square().sum(dim=1)
+        if m in population:  # merge with the batches so far (Chan, Golub & LeVeque)
+            n_a, mean_a, m2_a = population[m]
+            total, delta = n_a + n, mean - mean_a
+            n, mean, m2 = total, mean_a + delta * (n / total), m2_a + m2 + delta.square() * (n_a * n / total)
+        population[m] = (n, mean, m2)
 
     handles = [m.register_forward_pre_hook(hook) for m in layers]
     tracked = {m: m.num_batches_tracked.clone() for m in layers if isinstance(m, _BatchNorm)}
@@ -97,11 +106,12 @@ def _precise(model: nn.Module, batches, device) -> None:
         for handle in handles:
             handle.remove()
     with torch.no_grad():
-        for m in layers:
-            if counts[m]:
-                mean, var = _buffers(m)
-                mean.copy_((sums[m][0] / counts[m]).view_as(mean))
-                var.copy_((sums[m][1] / counts[m]).view_as(var))
+        for m, (n, mean, m2) in population.items():
+            # torch's running_var holds the unbiased variance, the book's moving_var the biased one
+            var = m2 / (n if isinstance(m, D2LBatchNorm) else max(n - 1, 1))
+            running_mean, running_var = _buffers(m)
+            running_mean.copy_(mean.view_as(running_mean))
+            running_var.copy_(var.view_as(running_var))
         for m, count in tracked.items():  # the forwards counted their batches
             m.num_batches_tracked.copy_(count)
 
