@@ -1,4 +1,6 @@
 """Specs: parsing, the errors that list what is valid, and expansion into grid × variants × seeds."""
+from pathlib import Path
+
 import pytest
 
 from normlab.experiments import SpecError, expand, list_presets, load_spec, parse_spec
@@ -135,3 +137,15 @@ def test_a_momentum_word_other_than_cumulative_is_refused():
     with pytest.raises(ValueError, match=r"lenet_bn: norm_kwargs momentum takes a number \(0.1 is torch's default\) "
                                          r"or 'cumulative' \(momentum=None: the cumulative average\), got 'cumulativ'"):
         build_model(expand(bad)[0].config.model, "fashion-mnist")
+
+
+DOC_SPECS = sorted((Path(__file__).parents[2] / "docs" / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", DOC_SPECS, ids=[p.stem for p in DOC_SPECS])
+def test_the_specs_behind_docs_results_still_load(path):
+    """docs/RESULTS.md cites these files as the commands that made its tables."""
+    spec = load_spec(path)
+    assert spec.name == path.stem and spec.base["optim"] == {"schedule": "cosine"}
+    preset = load_spec(spec.name.removesuffix("_cosine"))
+    assert spec.variants == preset.variants and spec.seeds == preset.seeds == (0, 1, 2)
