@@ -1,7 +1,13 @@
-"""Shared fixtures: every test sees an empty cache and no $NORMLAB_DATA unless it sets them."""
+"""Shared fixtures: every test sees an empty cache and no $NORMLAB_DATA unless it sets them; tiny
+learnable image runs (`loaders`, `config`) for the trainer and inspection tests."""
 import os
 
 import pytest
+import torch
+
+from normlab.data import ImageTransform, TensorLoader
+from normlab.train import RunConfig
+from normlab.train.config import override
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +26,32 @@ def real_fashion_mnist():
         if os.environ.get("CI"):
             pytest.fail("CI must have Fashion-MNIST: .ci/run installs dataset-fashion-mnist")
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+def tiny_images(n=96, size=8, seed=0):
+    """Images whose label is the brightest quadrant: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 120, (n, size, size), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 4, (n,), generator=g)
+    h = size // 2
+    for label, (r, c) in enumerate([(0, 0), (0, h), (h, 0), (h, h)]):
+        x[y == label, r:r + h, c:c + h] += 100
+    return x, y
+
+
+@pytest.fixture
+def loaders():
+    def make(batch_size=16, seed=0, n_train=96, n_test=32):
+        x, y = tiny_images(n_train + n_test)
+        t = ImageTransform()
+        return (TensorLoader(x[:n_train], y[:n_train], batch_size=batch_size, seed=seed, transform=t),
+                TensorLoader(x[n_train:], y[n_train:], batch_size=batch_size, shuffle=False, transform=t))
+    return make
+
+
+@pytest.fixture
+def config():
+    def make(**updates):
+        base = {"epochs": 3, "lr": 0.1, "device": "cpu", "seed": 0, "batch_size": 16}
+        return override(RunConfig(), {**base, **updates})
+    return make

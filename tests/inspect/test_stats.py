@@ -1,6 +1,5 @@
 """stats.jsonl: what StatsRecorder records and when, by hand where it can be, and exact across a resume."""
 import copy
-import io
 import json
 
 import pytest
@@ -15,6 +14,7 @@ from normlab.inspect import StatsRecorder, read_stats
 from normlab.train import Interrupted, Trainer, train
 from normlab.train import config as c
 from normlab.train.run import run
+from trainer_helpers import StopAt, roundtrip
 
 
 def tiny_bn_cnn(norm=nl.BatchNorm2d):
@@ -28,22 +28,6 @@ def recorded(path, model, loaders, cfg, every):
     return read_stats(path)
 
 
-class StopAt:
-    """Ask for a stop after batch `step` of epoch `epoch` (0-based epoch), as Ctrl-C does."""
-
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
-
-    def on_step_end(self, trainer):
-        if (trainer.epoch, trainer.step) == (self.epoch, self.step):
-            trainer.stop_requested = True
-
-
-def roundtrip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def test_records_every_k_steps_and_at_each_epoch_end(tmp_path, loaders, config):

@@ -1,4 +1,3 @@
-import io
 import math
 
 import pytest
@@ -8,6 +7,7 @@ from torch import nn
 from normlab.data import TensorLoader, load_poly_regression
 from normlab.train import Interrupted, NonFiniteLossError, Trainer, train
 from normlab.train.loop import init_weights, lr_factor, make_optimizer, resolve_device
+from trainer_helpers import StopAt, roundtrip
 
 def tiny_cnn(norm=True, dropout=0.0):
     """Conv + BN + Dropout: BN's running statistics and dropout's RNG both matter for exact resume."""
@@ -61,20 +61,6 @@ def test_same_seed_same_numbers_and_weights(loaders, config):
     assert numbers(train(model, *loaders(seed=6), config(seed=6)))[0] != runs[0][0]
 
 
-class StopAt:
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
-
-    def on_step_end(self, trainer):
-        if (trainer.epoch, trainer.step) == (self.epoch, self.step):
-            trainer.stop_requested = True
-
-
-def roundtrip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 @pytest.mark.parametrize("stop", [(1, 3), (0, 1), (2, 5)])
