@@ -314,6 +314,41 @@ def test_whitening_gradcheck(cls):
     assert torch.autograd.gradcheck(layer, (x,))
 
 
+def test_zca_backward_is_the_derivative_of_the_inverse_square_root():
+    """Σ = A·Aᵀ + I from A (symmetric, as the layer's covariance): gradcheck, and the same
+    gradient as autograd through eigh where the eigenvalues are distinct."""
+    def inverse_sqrt(a):
+        return research._InverseSquareRoot.apply(a @ a.mT + torch.eye(4, dtype=a.dtype), 1e-5)
+
+    a = randn(2, 4, 4, g=generator(34)).requires_grad_()
+    assert torch.autograd.gradcheck(inverse_sqrt, (a,))
+    dw = randn(2, 4, 4, g=generator(35))
+    ours, = torch.autograd.grad(inverse_sqrt(a), a, dw)
+    lam, u = torch.linalg.eigh(a @ a.mT + torch.eye(4, dtype=torch.float64))
+    theirs, = torch.autograd.grad((u * lam.rsqrt().unsqueeze(-2)) @ u.mT, a, dw)
+    assert_close(ours, theirs, "∂L/∂A")
+
+
+def test_zca_gradient_with_repeated_eigenvalues():
+    """Dead (all-zero) channels give a group repeated eigenvalues, all eps. Autograd through eigh
+    divides by λ_i − λ_j and gives NaN; the Daleckii–Krein backward stays finite and exact."""
+    x = correlated((12, 4, 2), generator(36))
+    x[:, 1:3] = 0.0
+    layer = nl.DecorrelatedBatchNorm(4, group_size=4).double()
+    randomize_affine(layer, generator(37))
+    assert torch.autograd.gradcheck(layer, (x.requires_grad_(),))
+    # a diagonal Σ with two equal eigenvalues: ∂L/∂Σ_ij = −sym(G)_ij/(s_i·s_j·(s_i + s_j))
+    cov = torch.diag(torch.tensor([2.0, 1e-5, 1e-5, 3.0], dtype=torch.float64)).unsqueeze(0).requires_grad_()
+    dw = randn(1, 4, 4, g=generator(38))
+    ours, = torch.autograd.grad(research._InverseSquareRoot.apply(cov, 1e-5), cov, dw)
+    s = cov.detach().diagonal(dim1=-2, dim2=-1).sqrt()
+    expected = -(dw + dw.mT) / 2 / (s.unsqueeze(-1) * s.unsqueeze(-2) * (s.unsqueeze(-1) + s.unsqueeze(-2)))
+    assert_close(ours, expected, "∂L/∂Σ, repeated eigenvalues")
+    lam, u = torch.linalg.eigh(cov)
+    theirs, = torch.autograd.grad((u * lam.rsqrt().unsqueeze(-2)) @ u.mT, cov, dw)
+    assert torch.isnan(theirs).any(), "autograd through eigh is fine here: the case is moot"
+
+
 def test_whitening_eval_uses_the_running_mean_and_matrix():
     layer = nl.IterNorm(4, group_size=2, affine=False).double()
     with torch.no_grad():

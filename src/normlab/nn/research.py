@@ -385,19 +385,49 @@ class _GroupWhitening(_ChannelNorm):
         return f"{super().extra_repr()}, group_size={self.group_size}, eps={self.eps}"
 
 
+class _InverseSquareRoot(torch.autograd.Function):
+    """W = Σ^{-1/2} of symmetric positive definite matrices Σ (G, g, g), by torch.linalg.eigh:
+    Σ = U·diag(λ)·Uᵀ, W = U·diag(s⁻¹)·Uᵀ with s = √λ (eigenvalues below eps, rounding errors,
+    are raised to eps).
+
+    Backward is the Daleckii–Krein formula for a function of a symmetric matrix,
+
+        ∂L/∂Σ = U·(K ∘ Uᵀ·sym(∂L/∂W)·U)·Uᵀ,   K_ij = (s_i⁻¹ − s_j⁻¹)/(λ_i − λ_j) = −1/(s_i·s_j·(s_i + s_j)),
+
+    whose last form needs no difference of eigenvalues and is f'(λ_i) = −½·λ_i^{-3/2} when
+    λ_i = λ_j. Autograd through eigh would divide by λ_i − λ_j instead, which is infinite for
+    repeated eigenvalues: a group with two dead (all-zero) channels after a ReLU has two
+    eigenvalues equal to eps, and its gradient would be NaN.
+    """
+
+    @staticmethod
+    def forward(ctx, cov: Tensor, eps: float) -> Tensor:
+        eigenvalues, u = torch.linalg.eigh(cov)  # ascending λ: (G, g), U: (G, g, g)
+        s = eigenvalues.clamp(min=eps).sqrt()
+        ctx.save_for_backward(u, s)
+        return (u / s.unsqueeze(-2)) @ u.mT
+
+    @staticmethod
+    def backward(ctx, dw: Tensor):
+        u, s = ctx.saved_tensors
+        si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
+        k = -1 / (si * sj * (si + sj))
+        inner = u.mT @ ((dw + dw.mT) / 2) @ u
+        return u @ (k * inner) @ u.mT, None
+
+
 class DecorrelatedBatchNorm(_GroupWhitening):
     """Decorrelated Batch Normalization (Huang et al., 2018, https://arxiv.org/abs/1804.08450):
     ZCA whitening, W = Σ^{-1/2} = U·diag(λ^{-1/2})·Uᵀ from the eigendecomposition Σ = U·diag(λ)·Uᵀ
-    (torch.linalg.eigh; autograd differentiates it, which needs distinct eigenvalues).
+    (torch.linalg.eigh; backward by the Daleckii–Krein formula, see _InverseSquareRoot).
 
     Training needs more than group_size values per channel (M > g): a covariance from M values
-    has rank at most M − 1, and a rank-deficient Σ has repeated eigenvalues (all eps), where the
-    eigendecomposition's gradient is undefined.
+    has rank at most M − 1, and whitening a rank-deficient estimate scales the directions the
+    batch does not span by eps^{-1/2}.
     """
 
     def whitening_matrix(self, cov: Tensor) -> Tensor:
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending λ: (G, g), U: (G, g, g)
-        return (eigenvectors * eigenvalues.rsqrt().unsqueeze(-2)) @ eigenvectors.mT
+        return _InverseSquareRoot.apply(cov, self.eps)
 
     def _check_batch(self, input: Tensor, M: int) -> None:
         g = self.group_size
