@@ -480,10 +480,18 @@ class IterNorm(_GroupWhitening):
 
 # ---------------------------------------------------------------- rank-Gauss normalization
 
-def _mid_cdf(sorted_rows: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """(#{x_j < x_i}, #{x_j ≤ x_i}) within each row, from the row sorted: tie blocks at once."""
-    return (torch.searchsorted(sorted_rows, rows, side="left"),
-            torch.searchsorted(sorted_rows, rows, side="right"))
+def _tie_blocks(sorted_rows: Tensor) -> tuple[Tensor, Tensor]:
+    """For each position j of rows sorted ascending (C, M), the tie block [a_j, b_j) that holds it:
+    a_j = #{values < x_(j)}, b_j = #{values ≤ x_(j)}. Without ties a_j = j, b_j = j + 1."""
+    C, M = sorted_rows.shape
+    position = torch.arange(M, device=sorted_rows.device)
+    starts = torch.ones(C, M, dtype=torch.bool, device=sorted_rows.device)  # a block starts here
+    torch.ne(sorted_rows[:, 1:], sorted_rows[:, :-1], out=starts[:, 1:])
+    ends = torch.ones_like(starts)  # a block ends here (the next one starts after it)
+    ends[:, :-1] = starts[:, 1:]
+    a = torch.where(starts, position, 0).cummax(-1).values  # the last start at or before j
+    b = torch.where(ends, position + 1, M).flip(-1).cummin(-1).values.flip(-1)  # the first end from j
+    return a, b
 
 
 def rank_gauss(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -499,17 +507,21 @@ def rank_gauss(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     (0 where x_(hi) = x_(lo): a constant row). It estimates f(x)/φ(z), the derivative of
     Φ⁻¹(F(x)) for a smooth CDF F with density f; for x ~ N(μ, σ²) it is ≈ 1/σ, batch norm's scale.
+    Everything is computed in sorted order and scattered back; the sort is most of the cost.
     """
     M = rows.shape[-1]
-    sorted_rows = rows.sort(-1).values.contiguous()
-    below, upto = _mid_cdf(sorted_rows, rows)
-    z = torch.special.ndtri((below + upto).to(rows.dtype) / (2 * M))
+    sorted_rows, order = rows.sort(-1)
+    a, b = _tie_blocks(sorted_rows)
     k = max(1, round(math.sqrt(M)))
-    lo, hi = (below - k).clamp(min=0), (upto - 1 + k).clamp(max=M - 1)
+    lo, hi = (a - k).clamp(min=0), (b - 1 + k).clamp(max=M - 1)
     scores = torch.special.ndtri((torch.arange(M, device=rows.device, dtype=rows.dtype) + 0.5) / M)
     dx = sorted_rows.gather(-1, hi) - sorted_rows.gather(-1, lo)
     slope = torch.where(dx > 0, (scores[hi] - scores[lo]) / torch.where(dx > 0, dx, 1.0), 0.0)
-    return z, slope, sorted_rows
+    z = torch.special.ndtri((a + b).to(rows.dtype) / (2 * M))
+
+    def unsort(t: Tensor) -> Tensor:  # sorted order -> the rows' own order
+        return torch.empty_like(t).scatter_(-1, order, t)
+    return unsort(z), unsort(slope), sorted_rows
 
 
 class _RankGaussFunction(torch.autograd.Function):
