@@ -109,7 +109,7 @@ class BatchRenorm(_TorchBatchNormShell):
         self.num_batches_tracked.add_(1)
         momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         with torch.no_grad():  # r and d, from the running statistics before this step's update
-            var, mean = torch.var_mean(input, _reduce_dims(input), correction=0)
+            mean, var = _mean_var(input)
             sigma = (self.running_var + self.eps).sqrt()
             r = ((var + self.eps).sqrt() / sigma).clamp(1 / r_max, r_max)
             d = ((mean - self.running_mean) / sigma).clamp(-d_max, d_max)
@@ -123,6 +123,14 @@ class BatchRenorm(_TorchBatchNormShell):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}, "
                 f"r_max_steps={self.r_max_steps}, d_max_steps={self.d_max_steps}")
+
+
+def _mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance of x (N, C, *), in two passes (no cancellation of a
+    large mean); several times faster on CPU than torch.var_mean over dims (0, 2, 3)."""
+    mean = x.mean(_reduce_dims(x))
+    centred = (x - _channel_view(mean, x)).reshape(x.shape[0], x.shape[1], -1)  # (N, C, L)
+    return mean, torch.linalg.vector_norm(centred, dim=2).square().sum(0) / (x.numel() // x.shape[1])
 
 
 def _steps(steps) -> tuple[int, int]:
@@ -449,7 +457,7 @@ class IterNorm(_GroupWhitening):
     converges); a finite T whitens the small-eigenvalue directions only partly, the paper's
     intended stabilization. The paper's recursion amplifies rounding errors once P is close to
     Σ_N^{-1/2} and Σ_N's condition number exceeds about 2.4, and then diverges (in float64 from
-    about T = 20 for a condition number of 10), so P_k is computed by the coupled form
+    about T = 15 for a condition number of 20), so P_k is computed by the coupled form
     (Higham, Functions of Matrices, 2008, §6.7), equal in exact arithmetic and stable for any T:
 
         Y_0 = Σ_N, Z_0 = I,   M_k = (3I − Z_{k−1}·Y_{k−1})/2,   Y_k = Y_{k−1}·M_k,   P_k = Z_k = M_k·Z_{k−1}
