@@ -6,7 +6,7 @@ import pytest
 from normlab.experiments import SpecError, expand, list_presets, load_spec, parse_spec
 from normlab.experiments.spec import METRICS
 
-PRESETS = ["bn_impls", "bn_layers", "bn_momentum", "bn_placement", "bn_vs_dropout", "bn_vs_none", "zoo"]
+PRESETS = ["bn_impls", "bn_layers", "bn_momentum", "bn_placement", "bn_vs_dropout", "bn_vs_none", "normalizers", "zoo"]
 
 
 def spec(**data):
@@ -84,8 +84,21 @@ def test_a_file_error_names_the_file(tmp_path):
         load_spec("bn_layer")
 
 
-def test_the_seven_studies_are_shipped():
+def test_the_seven_studies_and_the_normalizers_comparison_are_shipped():
     assert list_presets() == PRESETS
+
+
+def test_normalizers_runs_every_norm_in_both_models_at_three_batch_sizes():
+    """Issue 7: lenet_bn and resnet20 × the classic and research norms × batch 256, 32, 4 × 3 seeds
+    (torch's and the book's batch norms are implementations of `batch`, compared in bn_impls)."""
+    from normlab.nn import list_norms
+    runs = expand(load_spec("normalizers"), "full")
+    norms = set(list_norms()) - {"batch_torch", "batch_d2l"}
+    combos = {(r.config.model.name, r.config.model.norm, r.config.data.batch_size, r.seed) for r in runs}
+    assert combos == {(m, n, b, s) for m in ("lenet_bn", "resnet20") for n in norms
+                      for b in (256, 32, 4) for s in (0, 1, 2)}
+    lrs = {r.config.model.name: r.config.optim.lr for r in runs}
+    assert lrs == {"lenet_bn": 1.0, "resnet20": 0.1}, "each model's book learning rate"
 
 
 @pytest.mark.parametrize("name", PRESETS)

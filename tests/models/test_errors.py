@@ -111,3 +111,35 @@ def test_momentum_cumulative_is_none_and_the_books_layer_refuses_it():
         create_model("lenet_bn", norm="batch_d2l", norm_kwargs={"momentum": "cumulative"})
     with pytest.raises(ValueError, match="momentum takes a number .* got 'slow'"):
         create_model("mlp", norm="batch", norm_kwargs={"momentum": "slow"})
+
+
+# --- the research norms' constraints (issue 7, item 5): the layer, the numbers and the fix ---
+
+@pytest.mark.parametrize("norm,layer", [("whiten_zca", "DecorrelatedBatchNorm"), ("iternorm", "IterNorm")])
+def test_whitening_group_size_that_does_not_divide_the_channels(norm, layer):
+    with pytest.raises(ValueError, match=re.escape(
+            f"lenet: norm {norm!r} with {{'group_size': 4}} cannot normalize 6 channels: {layer}: group_size=4 "
+            "does not divide num_features=6; choose a divisor of 6 (e.g. 2), or group_size=None for gcd(6, 16) = 2")):
+        create_model("lenet", norm=norm, norm_kwargs={"group_size": 4})
+
+
+def test_virtual_batch_size_that_does_not_divide_the_batch():
+    net = create_model("lenet_bn", norm="ghost_batch", norm_kwargs={"virtual_batch_size": 3})
+    with pytest.raises(ValueError, match=re.escape(
+            "GhostBatchNorm: virtual_batch_size=3 does not divide the batch of 8 samples; use a batch size "
+            "that is a multiple of 3, or a virtual_batch_size that divides 8 (e.g. 2)")) as e:
+        net(torch.zeros(8, 1, 28, 28))
+    assert _raised_in_normlab(e)
+    assert net(torch.zeros(9, 1, 28, 28)).shape == (9, 10)
+
+
+def test_batch_too_small_for_zca_says_how_many_values_it_needs():
+    net = create_model("lenet_bn", norm="whiten_zca")
+    # the convolutions see 4·24·24 values per channel, the first Linear layer's 120 features only 4
+    with pytest.raises(ValueError, match=re.escape(
+            "DecorrelatedBatchNorm: input (4, 120) has 4 values per channel, too few to estimate the 8×8 "
+            "covariance of a group of 8 channels (its rank is at most 3); it needs more than 8 values per "
+            "channel (N·∏spatial > group_size)")):
+        net(torch.randn(4, 1, 28, 28))
+    fc_iternorm = create_model("lenet_bn", norm="whiten_zca", fc_norm="iternorm")  # the preset's choice
+    assert fc_iternorm(torch.randn(4, 1, 28, 28)).shape == (4, 10)

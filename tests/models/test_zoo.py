@@ -3,7 +3,11 @@ batch, gives finite (N, num_classes) outputs and a gradient to every parameter.
 
 Inputs are about the smallest each model takes (instance norm needs at least 2×2 at its last
 position, so it gets a larger one) and VGG runs at 1/16 of its conv widths: the test is about
-structure, not capacity.
+structure, not capacity. The batch is 2, except for two research norms (docs/research_norms.md):
+whiten_zca needs more values per channel than its group size (16 at most) at every norm, and after
+a Linear layer or at a 1×1 map a sample gives one, so it gets 17 samples; batch_var_only divides by
+the batch std without centring, so where two samples give nearly equal values (GoogLeNet's 1×1
+maps) it multiplies them by mean/std, layer after layer, until float32 overflows: it gets 4.
 """
 import pytest
 import torch
@@ -12,6 +16,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from normlab.models import create_model, list_models
 from normlab.nn import D2LBatchNorm, list_norms
+from normlab.nn.research import RESEARCH_NORMS
 
 # model: (extra options, input side, input side for instance norm)
 SMALL = {
@@ -28,6 +33,8 @@ SMALL = {
 }
 # models with norms after Linear layers, where `instance` (one value per channel) cannot go
 FC_NORMS = {"lenet", "lenet_bn", "alexnet", "vgg", "mlp"}
+NORM_TYPES = (_NormBase, nn.GroupNorm, nn.LayerNorm, D2LBatchNorm, *RESEARCH_NORMS)
+BATCH = {"whiten_zca": 17, "batch_var_only": 4}  # see the docstring; default 2
 
 
 def test_every_model_has_a_small_configuration():
@@ -55,16 +62,16 @@ def test_forward_backward_every_parameter_learns(name, norm, position):
     if net is None:
         return
     assert net.norm_position == position
-    x = torch.randn(2, 1, side, side)
+    n = BATCH.get(norm, 2)
+    x = torch.randn(n, 1, side, side)
     out = net(x)
-    assert out.shape == (2, 10)
+    assert out.shape == (n, 10)
     assert torch.isfinite(out).all()
     out.square().mean().backward()
     for pname, p in net.named_parameters():
         assert p.grad is not None, f"no gradient for {pname}"
         assert torch.isfinite(p.grad).all(), f"non-finite gradient for {pname}"
-    norms = [m for m in net.modules()
-             if isinstance(m, (_NormBase, nn.GroupNorm, nn.LayerNorm, D2LBatchNorm))]
+    norms = [m for m in net.modules() if isinstance(m, NORM_TYPES)]
     assert bool(norms) == (norm != "none"), "norm layers present iff a norm was asked for"
 
 

@@ -8,7 +8,10 @@ from torch import nn
 import normlab.nn as nl
 from parity import assert_close
 
-NAMES = ["none", "batch", "batch_torch", "batch_d2l", "layer", "group", "instance"]
+NAMES = ["none", "batch", "batch_torch", "batch_d2l", "layer", "group", "instance",
+         # the research layers (tests/nn/test_research.py)
+         "batch_renorm", "ghost_batch", "whiten_zca", "iternorm", "rank_gauss", "frozen_batch",
+         "switchable", "batch_mean_only", "batch_var_only"]
 
 
 def test_list_norms():
@@ -31,6 +34,11 @@ def test_every_norm_keeps_shape_and_gives_gradients(name, dim):
 
 @pytest.mark.parametrize("name,dim,cls", [
     ("batch", 1, nl.BatchNorm1d), ("batch", 2, nl.BatchNorm2d), ("batch", 3, nl.BatchNorm3d),
+    ("batch_renorm", 1, nl.BatchRenorm), ("ghost_batch", 2, nl.GhostBatchNorm),
+    ("whiten_zca", 2, nl.DecorrelatedBatchNorm), ("iternorm", 1, nl.IterNorm),
+    ("rank_gauss", 2, nl.RankGaussNorm), ("frozen_batch", 2, nl.FrozenBatchNorm),
+    ("switchable", 2, nl.SwitchableNorm), ("switchable", 1, nl.SwitchableNorm),
+    ("batch_mean_only", 1, nl.BatchMeanOnly), ("batch_var_only", 2, nl.BatchVarOnly),
     ("batch_torch", 2, nn.BatchNorm2d), ("instance", 3, nl.InstanceNorm3d),
     ("layer", 1, nl.LayerNorm), ("none", 2, nn.Identity),
 ])
@@ -68,7 +76,9 @@ def test_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError) as info:
         nl.get_norm_layer("batchnorm")
     assert str(info.value) == ("unknown norm 'batchnorm'; choose one of: none, batch, "
-                               "batch_torch, batch_d2l, layer, group, instance")
+                               "batch_torch, batch_d2l, layer, group, instance, batch_renorm, "
+                               "ghost_batch, whiten_zca, iternorm, rank_gauss, frozen_batch, "
+                               "switchable, batch_mean_only, batch_var_only")
 
 
 @pytest.mark.parametrize("name,dim", [("instance", 1), ("batch_d2l", 3), ("batch", 4)])

@@ -43,13 +43,15 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from normlab._io import atomic_write_text
 from normlab.nn import D2LBatchNorm
+from normlab.nn.research import RESEARCH_NORMS
 
 __all__ = ["NORM_TYPES", "StatsRecorder", "norm_layers", "weighted_layers", "affine_params",
            "running_stats", "describe_norms", "read_stats", "module_path"]
 
 # torch's and normlab's batch and instance norms (both subclass _NormBase), layer and group norms
-# (normlab's subclass torch's), and the book's layer
-NORM_TYPES = (_NormBase, nn.LayerNorm, nn.GroupNorm, D2LBatchNorm)
+# (normlab's subclass torch's), the book's layer, and the research layers (γ, β and running_mean /
+# running_var where they keep them: whitening's running matrix and rank-Gauss's quantiles are not read)
+NORM_TYPES = (_NormBase, nn.LayerNorm, nn.GroupNorm, D2LBatchNorm, *RESEARCH_NORMS)
 
 
 # ---------------------------------------------------------------- what a model holds

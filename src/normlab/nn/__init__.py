@@ -8,10 +8,14 @@ from . import functional
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, D2LBatchNorm
 from .factory import convert_norms, create_norm, get_norm_layer, list_norms
 from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm
+from .research import (BatchMeanOnly, BatchRenorm, BatchVarOnly, DecorrelatedBatchNorm, FrozenBatchNorm,
+                       GhostBatchNorm, IterNorm, RankGaussNorm, SwitchableNorm, freeze_norms)
 
 __all__ = [
     "functional",
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "D2LBatchNorm",
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
-    "get_norm_layer", "create_norm", "list_norms", "convert_norms",
+    "BatchRenorm", "GhostBatchNorm", "DecorrelatedBatchNorm", "IterNorm", "RankGaussNorm",
+    "FrozenBatchNorm", "SwitchableNorm", "BatchMeanOnly", "BatchVarOnly",
+    "get_norm_layer", "create_norm", "list_norms", "convert_norms", "freeze_norms",
 ]

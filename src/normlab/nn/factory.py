@@ -14,6 +14,18 @@ any of them. `dim` says what the layer sees: 1 for vectors after a Linear layer 
                  else the largest divisor of 32 that divides C (LeNet's 6 channels: 2 groups;
                  16 channels: 16; 120 features: 8)
     instance     InstanceNorm{dim}d (maps only: a vector has one value per channel)
+
+The research layers (normlab.nn.research, docs/research_norms.md) take any (N, C, *) input:
+
+    batch_renorm     BatchRenorm(C): r_max 1 → 3, d_max 0 → 5 warm-up as in the paper
+    ghost_batch      GhostBatchNorm(C, virtual_batch_size=32)
+    whiten_zca       DecorrelatedBatchNorm(C, group_size=gcd(C, 16)): needs N·∏spatial > group_size
+    iternorm         IterNorm(C, group_size=gcd(C, 16), T=5)
+    rank_gauss       RankGaussNorm(C)
+    frozen_batch     FrozenBatchNorm(C): no parameters (see freeze_norms)
+    switchable       SwitchableNorm(C): BN, LN and IN statistics; BN and LN only for dim=1
+    batch_mean_only  BatchMeanOnly(C)
+    batch_var_only   BatchVarOnly(C)
 """
 from __future__ import annotations
 
@@ -25,6 +37,8 @@ from torch import nn
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, D2LBatchNorm
 from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm
+from .research import (BatchMeanOnly, BatchRenorm, BatchVarOnly, DecorrelatedBatchNorm, FrozenBatchNorm,
+                       GhostBatchNorm, IterNorm, RankGaussNorm, SwitchableNorm)
 
 __all__ = ["get_norm_layer", "create_norm", "list_norms", "convert_norms"]
 
@@ -61,6 +75,15 @@ _NORMS = {
     "layer": lambda dim: LayerNorm if dim == 1 else partial(GroupNorm, 1),
     "group": lambda dim: _group_norm,
     "instance": _instance,
+    "batch_renorm": lambda dim: BatchRenorm,
+    "ghost_batch": lambda dim: GhostBatchNorm,
+    "whiten_zca": lambda dim: DecorrelatedBatchNorm,
+    "iternorm": lambda dim: IterNorm,
+    "rank_gauss": lambda dim: RankGaussNorm,
+    "frozen_batch": lambda dim: FrozenBatchNorm,
+    "switchable": lambda dim: partial(SwitchableNorm, instance=False) if dim == 1 else SwitchableNorm,
+    "batch_mean_only": lambda dim: BatchMeanOnly,
+    "batch_var_only": lambda dim: BatchVarOnly,
 }
 
 
