@@ -18,35 +18,15 @@ import argparse
 import platform
 import random
 import statistics
-import time
 
 import torch
+from norm_layers import per_call, train_step  # the sibling benchmark's timing helpers
 
 import normlab.nn as nl
 
 SHAPES = [(256, 6, 28, 28), (256, 120), (128, 64, 32, 32)]
 NORMS = ["batch", "batch_renorm", "ghost_batch", "whiten_zca", "iternorm", "rank_gauss", "frozen_batch",
          "switchable", "batch_mean_only", "batch_var_only"]
-
-
-def train_step(layer: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor):
-    def step():
-        x.grad = None
-        for p in layer.parameters():
-            p.grad = None
-        layer(x).backward(dy)
-    return step
-
-
-def per_call(fn, min_seconds: float) -> float:
-    """Seconds per call: repeat fn until min_seconds have passed (at least twice)."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if calls >= 2 and elapsed >= min_seconds:
-            return elapsed / calls
 
 
 def bench_shape(shape, norms, rounds: int, min_seconds: float) -> dict[str, float]:
