@@ -403,21 +403,36 @@ def test_rank_gauss_output_and_gradient_are_the_documented_ones(shape):
     view = [1, 3] + [1] * (len(shape) - 2)
     w, b = layer.weight.detach().view(view), layer.bias.detach().view(view)
     assert_close(y, as_input(z) * w + b, "output")
-    assert_close(x.grad, dy * w * as_input(slope), "dx = dy·γ·slope")
+    g = (dy * w).transpose(0, 1).reshape(3, -1) * torch.tensor(slope, dtype=torch.float64)
+    g = g - g.mean(1, keepdim=True)
+    xc = rows - rows.mean(1, keepdim=True)
+    norm2 = xc.square().sum(1, keepdim=True)
+    g = g - xc * (g * xc).sum(1, keepdim=True) / torch.where(norm2 > 0, norm2, 1.0)
+    assert_close(x.grad, g.reshape(3, shape[0], *shape[2:]).transpose(0, 1), "dx = γ·slope·dy, projected")
+    grad_rows = x.grad.transpose(0, 1).reshape(3, -1)
+    assert grad_rows.sum(1).abs().max() < 1e-9, "blind to a shift of a channel"
+    assert (grad_rows * xc).sum(1).abs().max() < 1e-9, "blind to a scaling of a channel"
     assert_close(layer.weight.grad, (dy * as_input(z)).sum([0, *range(2, len(shape))]), "dγ")
     assert (x.grad[:, 2] == 0).all(), "a constant channel gets no gradient"
 
 
 def test_rank_gauss_gradient_of_gaussian_input_is_batch_norms_scale():
-    """x ~ N(μ, σ²): Φ⁻¹(F(x)) = (x − μ)/σ, so the slope estimate should be about 1/σ."""
-    layer = nl.RankGaussNorm(2, affine=False).double()
-    x = (randn(20000, 2, g=generator(16)) * torch.tensor([3.0, 0.5]) + 2.0).requires_grad_()
-    layer(x).sum().backward()
-    central = x.detach().sub(2.0).abs() < torch.tensor([3.0, 0.5])  # within one σ of the mean
+    """x ~ N(μ, σ²): Φ⁻¹(F(x)) = (x − μ)/σ, so the slope estimate should be about 1/σ, and the
+    projected gradient of a loss Σ c_i·z_i should be batch norm's: (c − mean(c) − x̂·mean(c·x̂))/σ."""
+    x = randn(20000, 2, g=generator(16)) * torch.tensor([3.0, 0.5]) + 2.0
+    _, slope, _ = research.rank_gauss(x.T.contiguous())
+    central = x.sub(2.0).abs() < torch.tensor([3.0, 0.5])  # within one σ of the mean
     for c, sigma in enumerate((3.0, 0.5)):
-        slopes = x.grad[:, c][central[:, c]]
+        slopes = slope[c][central[:, c]]
         assert slopes.median().item() == pytest.approx(1 / sigma, rel=0.03)
         assert slopes.mean().item() == pytest.approx(1 / sigma, rel=0.05)
+    x.requires_grad_()
+    cotangent = randn(20000, 2, g=generator(17))
+    (nl.RankGaussNorm(2, affine=False).double()(x) * cotangent).sum().backward()
+    x_bn = x.detach().clone().requires_grad_()
+    (torch.nn.functional.batch_norm(x_bn, None, None, training=True) * cotangent).sum().backward()
+    error = (x.grad - x_bn.grad).norm(dim=0) / x_bn.grad.norm(dim=0)
+    assert (error < 0.1).all(), f"relative distance to batch norm's gradient {error.tolist()}"
 
 
 @pytest.mark.parametrize("name,sample", [

@@ -507,7 +507,7 @@ def rank_gauss(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     z_i = Φ⁻¹(u_i),  u_i = (#{x_j < x_i} + #{x_j ≤ x_i})/(2M): the mid-distribution function, so
     u_i = (rank_i − 0.5)/M without ties and a tie block gets its average rank (one z for all).
-    slope_i is the gradient used in backward: the slope of the monotone map from the sorted
+    slope_i is the local scale of the gradient used in backward: the slope of the monotone map from the sorted
     values x_(j) to the normal scores Z_j = Φ⁻¹((j + 0.5)/M) (j = 0..M−1) across a window of
     k = round(√M) order statistics on each side of x_i's tie block [a, b):
 
@@ -533,19 +533,29 @@ def rank_gauss(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class _RankGaussFunction(torch.autograd.Function):
-    """Forward: rank_gauss(rows); backward: dL/dx_i = dL/dz_i · slope_i (a diagonal Jacobian)."""
+    """Forward: rank_gauss(rows); backward: g_i = dL/dz_i · slope_i, projected like batch norm's
+    gradient onto the directions the forward sees (per row: Σ_i dL/dx_i = 0 and
+    Σ_i dL/dx_i·(x_i − x̄) = 0, since shifting or scaling a row leaves its ranks unchanged):
+
+        dL/dx = g − mean(g) − (x − x̄)·Σ(g·(x − x̄))/Σ(x − x̄)²
+    """
 
     @staticmethod
     def forward(ctx, rows: Tensor):
         z, slope, sorted_rows = rank_gauss(rows)
-        ctx.save_for_backward(slope)
+        ctx.save_for_backward(slope, rows)
         ctx.mark_non_differentiable(sorted_rows)
         return z, sorted_rows
 
     @staticmethod
     def backward(ctx, dz, _):
-        slope, = ctx.saved_tensors
-        return dz * slope
+        slope, rows = ctx.saved_tensors
+        g = dz * slope
+        # the forward is blind to shifting and scaling a row: remove those two directions
+        g = g - g.mean(-1, keepdim=True)
+        xc = rows - rows.mean(-1, keepdim=True)
+        norm2 = xc.square().sum(-1, keepdim=True)
+        return g - xc * (g * xc).sum(-1, keepdim=True) / torch.where(norm2 > 0, norm2, 1.0)
 
 
 def _interpolate(rows: Tensor, knots: Tensor, scores: Tensor, side: str) -> Tensor:
