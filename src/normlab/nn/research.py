@@ -42,8 +42,8 @@ def _reduce_dims(x: Tensor) -> list[int]:
 
 
 def _channel_view(v: Tensor, x: Tensor) -> Tensor:
-    """(C,) -> (1, C, 1, ..., 1), which broadcasts against x (N, C, *)."""
-    return v.view(1, -1, *[1] * (x.dim() - 2))
+    """(C,) shaped to broadcast against x (N, C, *)."""
+    return F._channel_view(v, x.dim())
 
 
 def _by_channel(x: Tensor) -> Tensor:
@@ -109,7 +109,7 @@ class BatchRenorm(_TorchBatchNormShell):
         self.num_batches_tracked.add_(1)
         momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         with torch.no_grad():  # r and d, from the running statistics before this step's update
-            mean, var = _mean_var(input)
+            mean, var, _ = F._batch_stats(input)
             sigma = (self.running_var + self.eps).sqrt()
             r = ((var + self.eps).sqrt() / sigma).clamp(1 / r_max, r_max)
             d = ((mean - self.running_mean) / sigma).clamp(-d_max, d_max)
@@ -123,14 +123,6 @@ class BatchRenorm(_TorchBatchNormShell):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}, "
                 f"r_max_steps={self.r_max_steps}, d_max_steps={self.d_max_steps}")
-
-
-def _mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance of x (N, C, *), in two passes (no cancellation of a
-    large mean); several times faster on CPU than torch.var_mean over dims (0, 2, 3)."""
-    mean = x.mean(_reduce_dims(x))
-    centred = (x - _channel_view(mean, x)).reshape(x.shape[0], x.shape[1], -1)  # (N, C, L)
-    return mean, torch.linalg.vector_norm(centred, dim=2).square().sum(0) / (x.numel() // x.shape[1])
 
 
 def _steps(steps) -> tuple[int, int]:
@@ -242,7 +234,7 @@ class BatchMeanOnly(_ChannelNorm):
         if self.training:
             mean = input.mean(_reduce_dims(input))
             with torch.no_grad():
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+                F._update_running_stats(self.running_mean, None, mean, None, input, self.momentum)
         else:
             mean = self.running_mean
         return self._affine(input - _channel_view(mean, input))
@@ -264,11 +256,11 @@ class BatchVarOnly(_ChannelNorm):
         self.register_buffer("running_var", torch.ones(num_features, device=device, dtype=dtype))
 
     def forward(self, input: Tensor) -> Tensor:
-        M = self._check_input(input)
+        self._check_input(input)
         if self.training:
             var = input.var(_reduce_dims(input), correction=0)
             with torch.no_grad():
-                self.running_var.lerp_((var * (M / (M - 1))).to(self.running_var.dtype), self.momentum)
+                F._update_running_stats(None, self.running_var, None, var, input, self.momentum)
         else:
             var = self.running_var
         return self._affine(input * _channel_view((var + self.eps).rsqrt(), input))
@@ -307,7 +299,7 @@ class SwitchableNorm(_ChannelNorm):
         self.register_buffer("running_var", torch.ones(num_features, **like))
 
     def forward(self, input: Tensor) -> Tensor:
-        M = self._check_input(input)
+        self._check_input(input)
         if self.instance and input.dim() == 2:
             raise ValueError("SwitchableNorm: on (N, C) vectors each sample has one value per channel, "
                              "so the instance variance is 0; build it with instance=False "
@@ -319,9 +311,8 @@ class SwitchableNorm(_ChannelNorm):
         if self.training:
             var_bn, mean_bn = torch.var_mean(xs, (0, 2), correction=0, keepdim=True)  # (1, C, 1)
             with torch.no_grad():
-                self.running_mean.lerp_(mean_bn.flatten().to(self.running_mean.dtype), self.momentum)
-                self.running_var.lerp_((var_bn.flatten() * (M / (M - 1))).to(self.running_var.dtype),
-                                       self.momentum)
+                F._update_running_stats(self.running_mean, self.running_var, mean_bn.flatten(),
+                                        var_bn.flatten(), input, self.momentum)
         else:
             var_bn, mean_bn = self.running_var.view(1, -1, 1), self.running_mean.view(1, -1, 1)
         variances, means = zip((var_bn, mean_bn), *stats)
