@@ -86,9 +86,10 @@ def _channel_sum_sq(a: Tensor) -> Tensor:
 def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
     """Σa·b per channel over every dim but 1: (N, C, *) twice -> (C,).
 
-    Eager: a·b one slice of samples (or rows) at a time, so the product stays in cache and
-    never becomes a full-size temporary. Under torch.compile the plain formula is best:
-    inductor fuses the product into the reduction.
+    Eager: one torch.linalg.vecdot call for small tensors, and up to _ONE_CALL elements when
+    several threads can share it; otherwise a·b one slice of samples (or rows) at a time, so the
+    product stays in cache and never becomes a full-size temporary. Under torch.compile the
+    plain formula is best: inductor fuses the product into the reduction.
     """
     rows = _rows_by_channel(a)
     if rows is not None:  # (M, C): reduce along dim 0
