@@ -6,7 +6,9 @@ conversion to float and, when asked, one bilinear resize (see benchmarks/data_lo
 
 Epoch e's order is `randperm(N)` from a generator seeded with (seed, e), so the order of any
 epoch can be recomputed: a resumed run sees exactly the batches it would have seen, and
-`set_epoch` (as with torch's DistributedSampler) picks the epoch explicitly.
+`set_epoch` (as with torch's DistributedSampler) picks the epoch explicitly. In data-parallel
+training `shard(rank, world_size)` makes each process serve its part of every batch, so the
+ranks together see exactly the batches that one process would.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class TensorLoader:
         self.seed = int(torch.randint(2**62, (1,)).item()) if seed is None else int(seed)
         self.transform = transform
         self.epoch, self.start_batch = 0, 0
+        self.rank, self.world_size = 0, 1
 
     @property
     def num_examples(self) -> int:
@@ -71,6 +74,14 @@ class TensorLoader:
             raise ValueError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
         self.epoch, self.start_batch = epoch, start_batch
 
+    def shard(self, rank: int, world_size: int) -> None:
+        """Serve part `rank` of `world_size` of every batch (torch.tensor_split of its indices: the
+        parts differ in size by at most 1). `len()` still counts the whole batches. A random
+        transform runs on the whole batch before the split, so its draws are those of one process."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+        self.rank, self.world_size = rank, world_size
+
     def order(self, epoch: int) -> torch.Tensor:
         """The example indices of epoch `epoch`, in the order they are served."""
         n = self.num_examples
@@ -83,12 +94,20 @@ class TensorLoader:
         self.epoch, self.start_batch = self.epoch + 1, 0  # the next `for` loop is the next epoch
         for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            batch = [t[idx] for t in self.tensors]
-            if getattr(self.transform, "random", False):
+            random = getattr(self.transform, "random", False)
+            mine = self._part(len(idx))  # positions of this rank's part in the batch (all of it: None)
+            batch = [t[idx if random or mine is None else idx[mine]] for t in self.tensors]
+            if random:  # the whole batch's random draws, as one process makes them; then this rank's part
                 batch[0] = self.transform(batch[0], generator=_epoch_generator(self.seed, self.epoch - 1, i))
+                batch = batch if mine is None else [b[mine] for b in batch]
             elif self.transform is not None:
                 batch[0] = self.transform(batch[0])
             yield tuple(batch)
+
+    def _part(self, n: int) -> torch.Tensor | None:
+        if self.world_size == 1:
+            return None
+        return torch.arange(n, device=self.device).tensor_split(self.world_size)[self.rank]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_examples={self.num_examples}, batch_size={self.batch_size}, "
