@@ -21,6 +21,7 @@ from pathlib import Path
 from normlab import __version__
 from normlab.data import fashion_mnist as fm
 from normlab.data.idx import DataError
+from normlab.train.distributed import RankLostError
 
 EPILOG_DATA = """examples:
   normlab data status
@@ -111,6 +112,7 @@ EPILOG_TRAIN = """examples:
   normlab train mlp --norm batch --set model.options.activation=sigmoid
   normlab train --config my-recipe.toml --set optim.lr=0.5 --set train.epochs=3
   normlab train lenet_bn --record-stats --out runs/bn    # then: normlab inspect runs/bn
+  torchrun --nproc_per_node 2 -m normlab.cli train lenet_bn --sync-bn --out runs/ddp   # 2 processes, one run
 """
 
 # CLI flag -> config key; None (flag not given) leaves the config's value
@@ -120,7 +122,8 @@ TRAIN_FLAGS = {"norm": "model.norm", "norm_position": "model.norm_position", "ep
                "weight_decay": "optim.weight_decay", "seed": "train.seed", "device": "train.device",
                "dataset": "data.dataset", "amp": "train.amp", "channels_last": "train.channels_last",
                "compile": "train.compile", "init": "train.init", "train_subset": "data.train_subset",
-               "record_stats": "train.record_stats", "record_every": "train.record_every"}
+               "record_stats": "train.record_stats", "record_every": "train.record_every",
+               "sync_bn": "train.sync_bn"}
 
 
 def _train_config(args):
@@ -161,29 +164,37 @@ class EpochPrinter:
 
 
 def cmd_train(args) -> int:
+    from normlab.train import distributed
     from normlab.train.callbacks import StopOnSignal
     from normlab.train.loop import NonFiniteLossError
 
     config, out = _train_config(args)
-    out = out or Path(args.out or run_mod().default_out(config))
-    print(f"training {config.model.name} (norm {run_mod().norm_name(config)}) on {config.data.dataset}: "
-          f"lr {config.optim.lr}, batch {config.data.batch_size}, {config.train.epochs} epochs -> {out}", flush=True)
-    with StopOnSignal() as stop:
-        try:
-            status, trainer = run_mod().run(config, out, resume=args.resume, quiet=args.quiet,
-                                            extra_callbacks=[stop] + ([] if args.quiet else [EpochPrinter()]))
-        except NonFiniteLossError as e:
-            kept = (f"The last good checkpoint is {out / 'checkpoint.pt'}." if (out / "checkpoint.pt").is_file()
-                    else "No epoch had finished, so there is no checkpoint to keep.")
-            print(f"normlab: error: {e}\n{kept}", file=sys.stderr)
-            return 1
-    if status == "interrupted":
-        print(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.step}; checkpoint written.\n"
-              f"resume with: normlab train {config.model.name} --resume --out {out}", file=sys.stderr)
-        return 130
-    _print_book_lines(trainer)
-    stats = ", stats.jsonl; look inside with: normlab inspect " + str(out) if config.train.record_stats else ""
-    print(f"run directory: {out} (curves.png, metrics.jsonl, checkpoint.pt, config.toml, summary.json{stats})")
+    with distributed.process_group(config.train.device) as replica:
+        out = out or Path(args.out or run_mod().default_out(config))
+        say = print if replica.is_main else (lambda *a, **k: None)  # rank 0 speaks for the job
+        ranks = f", {replica.world_size} processes" if replica.distributed else ""
+        say(f"training {config.model.name} (norm {run_mod().norm_name(config)}) on {config.data.dataset}: "
+            f"lr {config.optim.lr}, batch {config.data.batch_size}{ranks}, {config.train.epochs} epochs -> {out}",
+            flush=True)
+        printer = [] if args.quiet or not replica.is_main else [EpochPrinter()]
+        with StopOnSignal() as stop:
+            try:
+                status, trainer = run_mod().run(config, out, resume=args.resume, quiet=args.quiet,
+                                                extra_callbacks=[stop] + printer)
+            except (NonFiniteLossError, RankLostError) as e:
+                kept = (f"The last good checkpoint is {out / 'checkpoint.pt'}." if (out / "checkpoint.pt").is_file()
+                        else "No epoch had finished, so there is no checkpoint to keep.")
+                # a lost rank is told by every survivor (each saw its own failure); a divergence once, by rank 0
+                (print if isinstance(e, RankLostError) else say)(f"normlab: error: {e}\n{kept}", file=sys.stderr)
+                return 1
+        if status == "interrupted":
+            say(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.step}; checkpoint written.\n"
+                f"resume with: normlab train {config.model.name} --resume --out {out}", file=sys.stderr)
+            return 130
+        if replica.is_main:
+            _print_book_lines(trainer)
+            stats = ", stats.jsonl; look inside with: normlab inspect " + str(out) if config.train.record_stats else ""
+            print(f"run directory: {out} (curves.png, metrics.jsonl, checkpoint.pt, config.toml, summary.json{stats})")
     return 0
 
 
@@ -584,6 +595,9 @@ def _add_train_parser(commands) -> None:
                         "(see `normlab inspect`)")
     p.add_argument("--record-every", type=int, metavar="K", help="with --record-stats: every K steps (default 50), "
                    "and at each epoch end")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under torchrun: batch norm statistics over the whole global batch (all ranks), "
+                        "not each process's part (normlab.nn.SyncBatchNorm; works on CPU/gloo too)")
     p.add_argument("--config", help="a TOML file with [data] [model] [optim] [train] tables")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. optim.lr=0.5 or width_divisor in model.options={width_divisor=8}")
@@ -597,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as e:  # user errors: the message says what to do
+    except (DataError, ValueError, FileNotFoundError, RankLostError) as e:  # the message says what to do
         print(f"normlab: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -77,6 +77,7 @@ class TrainConfig:
     points_per_epoch: int = 5          # train-curve points per epoch, as the book's Animator
     record_stats: bool = False         # stats.jsonl: γ/β, running stats, norm inputs, gradient norms
     record_every: int = 50             # ...every this many optimizer steps, and at each epoch end
+    sync_bn: bool = False              # under torchrun: batch statistics over all ranks (normlab.nn.SyncBatchNorm)
 
 
 @dataclass(frozen=True)

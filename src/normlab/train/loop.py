@@ -14,6 +14,7 @@ even one written mid-epoch, ends with the same weights and metrics as an uninter
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import random
 import time
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from normlab.train import distributed
 from normlab.train.config import RunConfig
 
 TRAIN_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "test_mse", "examples_per_sec",
@@ -168,14 +170,24 @@ class Trainer:
 
     def __init__(self, model: nn.Module, train_iter, test_iter, config: RunConfig, callbacks=()):
         self.config, self.callbacks = config, list(callbacks)
-        self.train_iter, self.test_iter = train_iter, test_iter
-        self.device = resolve_device(config.train.device)
+        self.replica = replica = distributed.current()  # rank 0 of 1 unless under torchrun
+        if replica.distributed:
+            distributed.check_batch_size(config.data.batch_size, replica)
+        self.train_iter, self.test_iter = (distributed.shard(it, replica) for it in (train_iter, test_iter))
+        self.device = distributed.replica_device(resolve_device(config.train.device), replica)
         self.regression = config.data.dataset == "poly"
         seed_everything(config.train.seed)
         init_weights(model, config.train.init)
+        if config.train.sync_bn:
+            model = _convert_sync_batchnorm(model, config.model.name)
         memory_format = torch.channels_last if config.train.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
-        self.forward = torch.compile(self.model) if config.train.compile else self.model
+        self.forward = self.model
+        if replica.distributed:  # gradients averaged over ranks; plain BN buffers follow rank 0's
+            self.forward = _ddp(self.model, self.device, sync_buffers=not config.train.sync_bn)
+            if replica.rank:  # own dropout masks per rank; rank 0 keeps a single process's stream
+                torch.manual_seed(config.train.seed * 1_000_003 + replica.rank)
+        self.forward = torch.compile(self.forward) if config.train.compile else self.forward
         self.optimizer = make_optimizer(self.model, config.optim)
         steps, epochs = len(train_iter), config.train.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -185,7 +197,9 @@ class Trainer:
         self.history = History()
         self.epoch, self.step = 0, 0      # the next batch to run: epoch `epoch`, batch `step`
         self.sums = self._zero_sums()     # running sums of the current epoch
-        self.stop_requested = False
+        self.stop_requested = False       # set by a signal handler or a callback
+        self._stop_agreed = False         # ...and agreed by all ranks (so they stop at the same batch)
+        self._rank_rng: list | None = None  # every rank's RNG state, gathered for a checkpoint
 
     def _amp(self, amp: str):
         if amp == "none":
@@ -209,7 +223,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
-                "rng": rng_state(), "epoch": self.epoch, "step": self.step, "sums": dict(self.sums),
+                "rng": rng_state(), **({"rng_ranks": self._rank_rng} if self._rank_rng else {}),
+                "epoch": self.epoch, "step": self.step, "sums": dict(self.sums),
                 "history": {"epochs": self.history.epochs, "points": self.history.points}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -218,7 +233,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if self.replica.rank < len(ranks):  # a new rank (more processes than the run had) keeps its own seed
+            set_rng_state(ranks[self.replica.rank])
         self.epoch, self.step, self.sums = state["epoch"], state["step"], dict(state["sums"])
         self.history = History(list(state["history"]["epochs"]), list(state["history"]["points"]))
 
@@ -233,8 +250,13 @@ class Trainer:
                 metrics = self._epoch_metrics(epoch_start)
                 self.history.epochs.append(metrics)
                 self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
+                self._gather_rng()
                 self._call("on_epoch_end", metrics)
-        except (Interrupted, NonFiniteLossError):
+        except Interrupted:
+            self._gather_rng()  # every rank stops at the same batch, so all take part
+            self._call("on_train_end")
+            raise
+        except NonFiniteLossError:
             self._call("on_train_end")  # a stop or a divergence ends the run too: callbacks flush what they hold
             raise
         self._call("on_train_end")
@@ -251,13 +273,14 @@ class Trainer:
         for X, y in self.train_iter:
             self.sums["train_seconds"] += time.perf_counter() - t_load
             self._call("on_step_start")
-            self._train_step(X, y)
+            with self._collectives(f"epoch {self.epoch + 1}, step {self.step + 1}"):
+                self._train_step(X, y)
             self.step += 1
             if self.step in marks:
                 self.history.points.append(self._point(self.epoch + self.step / n_batches))
             self._call("on_step_end")
             t_load = time.perf_counter()
-            if self.stop_requested and self.step < n_batches:
+            if self._stop_now() and self.step < n_batches:
                 raise Interrupted(f"stopped at epoch {self.epoch + 1}, batch {self.step} of {n_batches}")
         return self.sums
 
@@ -266,8 +289,15 @@ class Trainer:
         X, y = self._to_device(X), y.to(self.device, non_blocking=True)
         with self.autocast(), _explain_single_value_batches(len(y)):
             y_hat = self.forward(X)
-            loss = self.loss_fn(y_hat, y)
-        loss_value = loss.item()
+            loss = self.loss_fn(y_hat, y)  # the mean over this process's examples
+        n = len(y)
+        loss_sum = loss.item() * n if n else 0.0
+        correct = 0.0 if self.regression else float((y_hat.argmax(dim=1) == y).sum())
+        if self.replica.distributed:  # sums over all ranks; the loss so that DDP's average is the global mean's gradient
+            n_all, loss_sum, correct = self._reduce_step(n, loss_sum, correct)
+            loss = loss * (self.replica.world_size * n / n_all) if n else y_hat.sum() * 0.0
+            n = n_all
+        loss_value = loss_sum / n
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
                 f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} "
@@ -286,14 +316,31 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.scheduler.step()
-        n = len(y)
-        self.sums["loss"] += loss_value * n
-        if not self.regression:
-            self.sums["correct"] += float((y_hat.argmax(dim=1) == y).sum())
+        self.sums["loss"] += loss_sum
+        self.sums["correct"] += correct
         self.sums["count"] += n
         elapsed = time.perf_counter() - t0
         self.sums["step_seconds"] += elapsed
         self.sums["train_seconds"] += elapsed
+
+    def _reduce_step(self, n: int, loss_sum: float, correct: float) -> tuple[int, float, float]:
+        """(examples, loss sum, correct) summed over the ranks, and whether any rank asked to stop."""
+        values = torch.tensor([n, loss_sum, correct, float(self.stop_requested)], dtype=torch.float64,
+                              device=self.device if self.device.type == "cuda" else "cpu")
+        n_all, loss_sum, correct, stops = distributed.all_reduce_sum(values, "a training step").tolist()
+        self._stop_agreed = stops > 0
+        return int(n_all), loss_sum, correct
+
+    def _stop_now(self) -> bool:
+        return self._stop_agreed if self.replica.distributed else self.stop_requested
+
+    def _collectives(self, what: str):
+        """A failed collective (another rank gone) becomes a RankLostError naming `what`."""
+        return distributed.lost_rank_explained(what) if self.replica.distributed else contextlib.nullcontext()
+
+    def _gather_rng(self) -> None:
+        if self.replica.distributed:
+            self._rank_rng = distributed.gather_objects(rng_state(), self.replica)
 
     def _to_device(self, X: torch.Tensor) -> torch.Tensor:
         X = X.to(self.device, non_blocking=True)
@@ -311,11 +358,14 @@ class Trainer:
     def _epoch_metrics(self, epoch_start: float) -> dict[str, float]:
         s = self.sums
         metrics = {"epoch": self.epoch + 1, "train_loss": s["loss"] / s["count"]}
-        if self.regression:
-            metrics["test_mse"] = evaluate(self.forward, self.test_iter, self.device, regression=True)
-        else:
-            metrics["train_acc"] = s["correct"] / s["count"]
-            metrics["test_acc"] = evaluate(self.forward, self.test_iter, self.device, autocast=self.autocast)
+        reduce = self.replica.distributed
+        with self._collectives(f"the evaluation after epoch {self.epoch + 1}"):
+            if self.regression:
+                metrics["test_mse"] = evaluate(self.forward, self.test_iter, self.device, regression=True, reduce=reduce)
+            else:
+                metrics["train_acc"] = s["correct"] / s["count"]
+                metrics["test_acc"] = evaluate(self.forward, self.test_iter, self.device, autocast=self.autocast,
+                                               reduce=reduce)
         metrics.update(examples_per_sec=s["count"] / s["step_seconds"], train_seconds=s["train_seconds"],
                        epoch_seconds=time.perf_counter() - epoch_start,
                        lr=self.optimizer.param_groups[0]["lr"])
@@ -324,6 +374,26 @@ class Trainer:
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks:
             getattr(callback, hook, lambda *a: None)(self, *args)
+
+
+def _ddp(model: nn.Module, device: torch.device, sync_buffers: bool) -> nn.Module:
+    """DistributedDataParallel; `sync_buffers`: copy rank 0's buffers (BN running statistics) before each
+    forward, torch's default (SyncBatchNorm keeps them identical by itself)."""
+    DDP = torch.nn.parallel.DistributedDataParallel
+    # torch >= 2.13 names the option forward_sync_buffers and deprecates broadcast_buffers
+    option = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **{option: sync_buffers})
+
+
+def _convert_sync_batchnorm(model: nn.Module, name: str) -> nn.Module:
+    """model with every batch norm layer synchronized across ranks (normlab.nn.SyncBatchNorm)."""
+    from normlab.nn import SyncBatchNorm, convert_sync_batchnorm
+
+    model = convert_sync_batchnorm(model)
+    if not any(isinstance(m, SyncBatchNorm) for m in model.modules()):
+        raise ValueError(f"--sync-bn: model {name!r} with this norm has no batch norm layer to synchronize; "
+                         "it applies to --norm batch or batch_torch (drop --sync-bn for the others)")
+    return model
 
 
 @contextlib.contextmanager
@@ -347,8 +417,10 @@ def _point_marks(n_batches: int, per_epoch: int) -> set[int]:
 
 
 @torch.no_grad()
-def evaluate(model, data_iter, device=None, regression: bool = False, autocast=contextlib.nullcontext) -> float:
-    """Accuracy (classification) or mean squared error (regression) over `data_iter`, in eval mode."""
+def evaluate(model, data_iter, device=None, regression: bool = False, autocast=contextlib.nullcontext,
+             reduce: bool = False) -> float:
+    """Accuracy (classification) or mean squared error (regression) over `data_iter`, in eval mode;
+    `reduce`: over every rank's part of the data (each process evaluates its shard)."""
     module = getattr(model, "_orig_mod", model)
     was_training = module.training
     module.eval()
@@ -363,6 +435,8 @@ def evaluate(model, data_iter, device=None, regression: bool = False, autocast=c
             total += float((y_hat.argmax(dim=1) == y).sum())
         count += y.numel()
     module.train(was_training)
+    if reduce:
+        total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64), "the evaluation").tolist()
     return total / count
 
 

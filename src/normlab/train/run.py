@@ -24,6 +24,7 @@ from normlab._io import atomic_write_text
 from normlab.data import TensorLoader, load_dataset, load_poly_regression
 from normlab.data.fashion_mnist import DATASET_CLASSES
 from normlab.train import config as config_mod
+from normlab.train import distributed
 from normlab.train.callbacks import Checkpoint, CurvesPlot, MetricsLog, ProgressBar, load_checkpoint
 from normlab.train.config import ConfigError, RunConfig
 from normlab.train.loop import History, Interrupted, NonFiniteLossError, Trainer
@@ -77,19 +78,27 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
 
     status: "finished", "interrupted" (a checkpoint was written; resume continues exactly) or
     "diverged" (NonFiniteLossError: the last good checkpoint is kept). Other errors propagate.
+    Under torchrun every process calls this; rank 0 alone writes `out` (`extra_callbacks` run on
+    every rank).
     """
-    out = Path(out)
-    state = load_checkpoint(out / "checkpoint.pt", config.model.name) if resume else None
+    with distributed.process_group(config.train.device) as replica:
+        return _run(config, Path(out), resume, quiet, extra_callbacks, replica)
+
+
+def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callbacks, replica) -> tuple[str, Trainer]:
+    state = _resume_state(out, config, replica) if resume else None
     torch.manual_seed(config.train.seed)  # the model's own init (init="torch") is seeded too
     model = build_model(config.model, config.data.dataset)
     train_iter, test_iter = build_loaders(config.data, config.train.seed)
     recorder = stats_recorder(config, out)  # checks train.record_every before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.toml", config_mod.dumps(config))
     checkpoint = Checkpoint(out / "checkpoint.pt")
-    title = f"{config.model.name}, norm {norm_name(config)}, lr {config.optim.lr}"
-    callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"),
-                 *recorder, checkpoint, CurvesPlot(out / "curves.png", title), *extra_callbacks]
+    callbacks = list(extra_callbacks)
+    if replica.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.toml", config_mod.dumps(config))
+        title = f"{config.model.name}, norm {norm_name(config)}, lr {config.optim.lr}"
+        callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"),
+                     *recorder, checkpoint, CurvesPlot(out / "curves.png", title), *callbacks]
     trainer = Trainer(model, train_iter, test_iter, config, callbacks)
     if state is not None:
         trainer.load_state_dict(state)
@@ -98,15 +107,38 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
         trainer.run()
     except Interrupted:
         status = "interrupted"
-        checkpoint.save(trainer)
+        if replica.is_main:
+            checkpoint.save(trainer)
     except NonFiniteLossError as e:
         status, error = "diverged", str(e)
+    except distributed.RankLostError as e:
+        status, error = "failed", str(e)
     finally:
-        callbacks[0].close()
-    write_summary(out / "summary.json", config, trainer, status, error)
+        for callback in callbacks:
+            if isinstance(callback, ProgressBar):
+                callback.close()
+    if replica.is_main:
+        write_summary(out / "summary.json", config, trainer, status, error)
+    if status == "failed":
+        raise distributed.RankLostError(error)
     if error is not None:
         raise NonFiniteLossError(error)
     return status, trainer
+
+
+def _resume_state(out: Path, config: RunConfig, replica) -> dict[str, Any]:
+    """The checkpoint to resume from, read on rank 0 (weights_only=True) and sent to every rank;
+    a missing or bad file is the same error on every rank."""
+    state, error = None, None
+    if replica.is_main:
+        try:
+            state = load_checkpoint(out / "checkpoint.pt", config.model.name)
+        except (FileNotFoundError, ValueError) as e:
+            error = e
+    state, error = distributed.broadcast_object((state, error), replica)
+    if error is not None:
+        raise error
+    return state
 
 
 def load_trained(run_dir: str | Path) -> tuple[RunConfig, torch.nn.Module]:
@@ -147,7 +179,7 @@ def write_summary(path: Path, config: RunConfig, trainer: Trainer, status: str, 
         "epochs_done": len(history), "epochs": config.train.epochs, "final": history.epochs[-1] if history.epochs else None,
         f"best_{key}": best[key] if best else None, "best_epoch": best["epoch"] if best else None,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
-        "device": str(trainer.device), "torch": torch.__version__, "normlab": __version__,
-        "python": platform.python_version(),
+        "device": str(trainer.device), "world_size": trainer.replica.world_size,
+        "torch": torch.__version__, "normlab": __version__, "python": platform.python_version(),
     }
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
