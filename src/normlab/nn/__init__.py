@@ -10,12 +10,14 @@ from .factory import convert_norms, create_norm, get_norm_layer, list_norms
 from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm
 from .research import (BatchMeanOnly, BatchRenorm, BatchVarOnly, DecorrelatedBatchNorm, FrozenBatchNorm,
                        GhostBatchNorm, IterNorm, RankGaussNorm, SwitchableNorm, freeze_norms)
+from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
     "functional",
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "D2LBatchNorm",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "D2LBatchNorm", "SyncBatchNorm",
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
     "BatchRenorm", "GhostBatchNorm", "DecorrelatedBatchNorm", "IterNorm", "RankGaussNorm",
     "FrozenBatchNorm", "SwitchableNorm", "BatchMeanOnly", "BatchVarOnly",
     "get_norm_layer", "create_norm", "list_norms", "convert_norms", "freeze_norms",
+    "convert_sync_batchnorm",
 ]

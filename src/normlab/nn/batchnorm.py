@@ -35,11 +35,7 @@ class _BatchNorm(_TorchBatchNormShell):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average over the batches seen
-                momentum = 1.0 / float(self.num_batches_tracked)
+        momentum = self._exponential_average_factor()
         # Batch statistics in training, and in eval when there are no running statistics.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         # Running buffers go in only to be updated (training + tracking) or used (eval).
@@ -49,6 +45,16 @@ class _BatchNorm(_TorchBatchNormShell):
             self.running_mean if pass_buffers else None,
             self.running_var if pass_buffers else None,
             self.weight, self.bias, use_batch_stats, momentum, self.eps)
+
+    def _exponential_average_factor(self) -> float:
+        """Counts a training batch (when tracking) and returns this step's momentum:
+        self.momentum, or 1/num_batches_tracked when it is None (0.0 when nothing is updated)."""
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average over the batches seen
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return momentum
 
 
 class BatchNorm1d(_BatchNorm):

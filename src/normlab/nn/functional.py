@@ -139,7 +139,11 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, momen
 def _update_running_stats(running_mean, running_var, mean, var, x, momentum: float) -> None:
     """running ← (1 − momentum)·running + momentum·batch value, in place (a lerp); the running
     variance takes the unbiased variance var·M/(M − 1). An empty batch changes nothing."""
-    M = x.numel() // x.shape[1]
+    _lerp_running_stats(running_mean, running_var, mean, var, x.numel() // x.shape[1], momentum)
+
+
+def _lerp_running_stats(running_mean, running_var, mean, var, M: int, momentum: float) -> None:
+    """_update_running_stats for statistics of M values per channel (e.g. over several ranks)."""
     if M == 0:
         return
     if running_mean is not None:
@@ -238,17 +242,22 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, scale, training, needs):
 
 def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
     """batch_norm without torch's Python-level argument checks (shared by the other norms)."""
-    C = x.shape[1]
-    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                    ("running_var", running_var)):
-        if v is not None and v.numel() != C:
-            raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
+    _check_channels(x, weight, bias, running_mean, running_var)
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
     args = (x, weight, bias, running_mean, running_var, training, momentum, eps)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:3]):
         return _BatchNormFunction.apply(*args)
     return _normalize(*args)[0]  # no graph to record (inference): skip the autograd.Function
+
+
+def _check_channels(x, weight, bias, running_mean, running_var) -> None:
+    """torch's check that every per-channel tensor given has C = x.shape[1] elements."""
+    C = x.shape[1]
+    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if v is not None and v.numel() != C:
+            raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
 
 
 def _verify_batch_size(size) -> None:
