@@ -31,7 +31,15 @@ def launch(args, nproc=2, timeout=180):
     if nproc == 1:
         cmd = [sys.executable, "-m", "normlab.cli", "train", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # a hang: kill torchrun and its workers, then fail
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} hung for {timeout} s:\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def weights(run_dir):
@@ -92,7 +100,8 @@ def runs(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("ddp")
     out = {name: root / name for name in ("single", "sync", "local", "straight")}
     jobs = {"single": (1, ["--epochs", "1"]), "sync": (2, ["--epochs", "1", "--sync-bn"]),
-            "local": (2, ["--epochs", "1"]), "straight": (2, ["--epochs", "2", "--sync-bn"])}
+            "local": (2, ["--epochs", "1"]),
+            "straight": (2, ["--epochs", "2", "--sync-bn", "--record-stats", "--record-every", "3"])}
     for name, (nproc, args) in jobs.items():
         done = launch(["lenet_bn", *SUBSET, *args, "--out", str(out[name])], nproc=nproc)
         assert done.returncode == 0, f"{name}: {done.stdout}\n{done.stderr}"
@@ -128,6 +137,9 @@ def test_a_resumed_distributed_run_continues_exactly(runs):
     assert all(torch.equal(a[k], b[k]) for k in a)
     state = torch.load(runs["sync"] / "checkpoint.pt", weights_only=True)
     assert len(state["rng_ranks"]) == 2  # each rank's own RNG stream is kept
+    # statistics recorded on rank 0 through DDP (a recorded step that bypassed DDP would hang the ranks)
+    steps = [json.loads(line)["step"] for line in (runs["straight"] / "stats.jsonl").read_text().splitlines()]
+    assert steps == [3, 6, 8, 9, 12, 15, 16]  # every 3 steps and at each epoch end (8 steps per epoch)
 
 
 def test_a_world_size_that_does_not_divide_the_batch_is_refused(tmp_path):
@@ -144,20 +156,48 @@ def test_sync_bn_needs_a_batch_norm_layer(tmp_path, capsys):
     assert "--sync-bn: model 'mlp' with this norm has no batch norm layer to synchronize" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_a_dead_rank_stops_the_other_and_the_checkpoint_resumes(tmp_path, real_fashion_mnist):
-    out = tmp_path / "run"
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+def start_ranks(out, epochs):
+    """2 ranks of a BN-LeNet run on 20000 examples, started as torchrun would (environment variables),
+    so that a test can signal one of them; returns them once epoch 1's checkpoint exists."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
     args = [sys.executable, "-m", "normlab.cli", "train", "lenet_bn", "--train-subset", "20000",
-            "--set", "data.test_subset=300", "--epochs", "3", "--quiet", "--out", str(out)]
+            "--set", "data.test_subset=300", "--epochs", str(epochs), "--quiet", "--out", str(out)]
     ranks = [subprocess.Popen(args, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in range(2)]
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists():  # written atomically at the end of epoch 1
-        assert time.monotonic() < deadline and ranks[0].poll() is None, ranks[0].communicate()
+        if time.monotonic() > deadline or ranks[0].poll() is not None:
+            for rank in ranks:
+                rank.kill()
+            pytest.fail(f"no checkpoint after epoch 1: {ranks[0].communicate()}")
         time.sleep(0.05)
-    time.sleep(0.2)
+    time.sleep(0.2)  # into epoch 2
+    return ranks
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_rank_stops_both_at_the_same_batch_and_resume_is_exact(tmp_path, real_fashion_mnist):
+    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+    ranks = start_ranks(stopped, epochs=2)
+    ranks[1].send_signal(signal.SIGINT)  # only rank 1 is asked; the request travels with the next step
+    errors = [rank.communicate(timeout=120)[1] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [130, 130], errors
+    state = load_checkpoint(stopped / "checkpoint.pt", "lenet_bn")
+    assert state["epoch"] == 1 and 0 < state["step"] < 79, "stopped mid-epoch 2"
+    assert f"interrupted at epoch 2, batch {state['step']}; checkpoint written" in errors[0]
+    assert launch(["lenet_bn", "--resume", "--quiet", "--out", str(stopped)]).returncode == 0
+    done = launch(["lenet_bn", "--train-subset", "20000", "--set", "data.test_subset=300", "--epochs", "2",
+                   "--quiet", "--out", str(straight)])
+    assert done.returncode == 0, done.stderr
+    a, b = weights(stopped), weights(straight)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_dead_rank_stops_the_other_and_the_checkpoint_resumes(tmp_path, real_fashion_mnist):
+    out = tmp_path / "run"
+    ranks = start_ranks(out, epochs=3)
     ranks[1].send_signal(signal.SIGKILL)  # dies mid-epoch 2, without a word
     _, err = ranks[0].communicate(timeout=60)
     ranks[1].wait(timeout=10)

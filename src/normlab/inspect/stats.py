@@ -179,8 +179,10 @@ class StatsRecorder:
             self._inputs, self._grads = {}, {}
             self._handles = [m.register_forward_pre_hook(self._input_hook(name))
                              for name, m in norm_layers(trainer.model)]
-            # a torch.compile'd graph runs no hooks registered after compiling: this step runs eagerly
-            self._saved_forward, trainer.forward = trainer.forward, trainer.model
+            # a torch.compile'd graph runs no hooks registered after compiling: this step runs eagerly,
+            # through what was compiled (the model, or its DistributedDataParallel wrapper under torchrun)
+            eager = getattr(trainer.forward, "_orig_mod", trainer.forward)
+            self._saved_forward, trainer.forward = trainer.forward, eager
 
     def on_after_backward(self, trainer) -> None:
         if not self.recording:

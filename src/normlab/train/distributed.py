@@ -82,12 +82,17 @@ def process_group(device: str = "auto", timeout_s: float = 600):
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     try:
         yield current()
-        # leave together: a rank that tears its group down while rank 0 still writes the run
-        # directory can abort in gloo's threads ("terminate called without an active exception")
-        with lost_rank_explained("the end of the run"):
-            dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def leave_together(replica: Replica) -> None:
+    """Wait for every rank at the end of a run: a rank that tears its group down while rank 0
+    still writes the run directory can abort in gloo's threads ("terminate called without an
+    active exception")."""
+    if replica.distributed:
+        with lost_rank_explained("the end of the run"):
+            dist.barrier()
 
 
 def replica_device(device: torch.device, replica: Replica) -> torch.device:

@@ -79,7 +79,8 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     status: "finished", "interrupted" (a checkpoint was written; resume continues exactly) or
     "diverged" (NonFiniteLossError: the last good checkpoint is kept). Other errors propagate.
     Under torchrun every process calls this; rank 0 alone writes `out` (`extra_callbacks` run on
-    every rank).
+    every rank). A callback that runs on rank 0 only must not run the model: DDP's collectives
+    would wait for the other ranks.
     """
     with distributed.process_group(config.train.device) as replica:
         return _run(config, Path(out), resume, quiet, extra_callbacks, replica)
@@ -121,6 +122,7 @@ def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callback
         write_summary(out / "summary.json", config, trainer, status, error)
     if status == "failed":
         raise distributed.RankLostError(error)
+    distributed.leave_together(replica)  # finished, interrupted or diverged: every rank is here
     if error is not None:
         raise NonFiniteLossError(error)
     return status, trainer
