@@ -75,8 +75,8 @@ class SyncBatchNorm(_BatchNorm):
         if self.eps <= 0.0:
             raise ValueError(f"batch_norm eps must be positive during training, but got {self.eps}")
         momentum = self._exponential_average_factor()
-        return _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean, running_var,
-                                            momentum, self.eps, group)
+        return _sync_batch_norm(input, self.weight, self.bias, running_mean, running_var,
+                                momentum, self.eps, group)
 
     def _sync_group(self):
         """The process group to synchronize over, or None when this forward needs none:
@@ -110,6 +110,11 @@ def _global_stats(x: Tensor, group) -> tuple[Tensor, Tensor, Tensor, int]:
     mean = (counts * means).sum(0) / M
     m2 = m2s.sum(0) + (counts * (means - mean).square()).sum(0)  # Chan et al.'s merge
     return mean, m2 / M, centred, M
+
+
+@torch.compiler.disable  # collectives and a count read with .item(): torch.compile runs it as it is
+def _sync_batch_norm(x, weight, bias, running_mean, running_var, momentum: float, eps: float, group):
+    return _SyncBatchNormFunction.apply(x, weight, bias, running_mean, running_var, momentum, eps, group)
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):
