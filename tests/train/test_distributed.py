@@ -142,6 +142,27 @@ def test_a_resumed_distributed_run_continues_exactly(runs):
     assert steps == [3, 6, 8, 9, 12, 15, 16]  # every 3 steps and at each epoch end (8 steps per epoch)
 
 
+@pytest.mark.slow
+def test_two_nodes_through_a_rendezvous_endpoint_train_as_one_node_with_two_processes(runs, tmp_path):
+    """torchrun --nnodes 2 with a c10d rendezvous (both "nodes" on localhost): the same job as --standalone."""
+    out, endpoint = tmp_path / "nodes", f"127.0.0.1:{_free_port()}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+           f"--rdzv_endpoint={endpoint}", "--rdzv_id=normlab-test", "-m", "normlab.cli", "train", "lenet_bn",
+           *SUBSET, "--epochs", "1", "--sync-bn", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True) for _ in range(2)]
+    try:
+        errors = [node.communicate(timeout=180)[1] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+    assert [node.returncode for node in nodes] == [0, 0], errors
+    a, b = weights(out), runs["sync_epoch1"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_world_size_that_does_not_divide_the_batch_is_refused(tmp_path):
     done = launch(["mlp", "--batch-size", "11", "--epochs", "1", "--out", str(tmp_path / "run")])
     assert done.returncode != 0
