@@ -87,20 +87,26 @@ def run_steps(layer: torch.nn.Module, sc: Scenario, part: slice) -> list[dict]:
         x.requires_grad_(mode == "train")
         with contextlib.nullcontext() if mode == "train" else no_collectives():
             y = layer(x)
-        record = {"output": y.detach()}
         if mode == "train":
             (y * w).sum().backward()
-            record["input grad"] = x.grad
-            for name in ("weight", "bias"):
-                p = getattr(layer, name)
-                record[f"{name} grad"] = None if p is None else p.grad
-                if p is not None:
-                    p.grad = None
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            buf = getattr(layer, name)
-            record[name] = None if buf is None else buf.clone()
-        records.append(record)
+        records.append(snapshot(layer, y, x.grad if mode == "train" else None, grads=mode == "train"))
     return records
+
+
+def snapshot(layer: torch.nn.Module, y: torch.Tensor, input_grad, grads: bool = True) -> dict:
+    """What to compare after a step: output, gradients (then cleared for the next step), buffers."""
+    record = {"output": y.detach()}
+    if grads:
+        record["input grad"] = input_grad
+        for name in ("weight", "bias"):
+            p = getattr(layer, name)
+            record[f"{name} grad"] = None if p is None else p.grad
+            if p is not None:
+                p.grad = None
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        buf = getattr(layer, name)
+        record[name] = None if buf is None else buf.clone()
+    return record
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from torch import nn
 
 import normlab.nn as nl
 from parity import assert_close, assert_same_error, copy_params, randomize_affine
-from sync_ranks import C, MODES, SCENARIOS, inputs, make_layer, rank_slice, run_two_ranks
+from sync_ranks import C, MODES, SCENARIOS, inputs, make_layer, rank_slice, run_two_ranks, snapshot
 
 TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 OURS_BN = {2: nl.BatchNorm1d, 3: nl.BatchNorm1d, 4: nl.BatchNorm2d, 5: nl.BatchNorm3d}
@@ -27,16 +27,7 @@ def steps(layer: nn.Module, xs, dys, modes) -> list[dict]:
         x = x.clone().requires_grad_()
         y = layer(x)
         y.backward(dy)
-        record = {"output": y.detach(), "input grad": x.grad}
-        for name in ("weight", "bias"):
-            p = getattr(layer, name)
-            record[f"{name} grad"] = None if p is None else p.grad
-            if p is not None:
-                p.grad = None
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            buf = getattr(layer, name)
-            record[name] = None if buf is None else buf.clone()
-        records.append(record)
+        records.append(snapshot(layer, y, x.grad))
     return records
 
 
@@ -187,16 +178,7 @@ def one_process(sc) -> list[dict]:
         halves = [x] if sc.track or mode == "train" else [x[rank_slice(sc, r)] for r in (0, 1)]
         y = torch.cat([ref(h) for h in halves if h.shape[0] > 0])
         (y * w).sum().backward()
-        record = {"output": y.detach(), "input grad": x.grad}
-        for name in ("weight", "bias"):
-            p = getattr(ref, name)
-            record[f"{name} grad"] = None if p is None else p.grad
-            if p is not None:
-                p.grad = None
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            buf = getattr(ref, name)
-            record[name] = None if buf is None else buf.clone()
-        records.append(record)
+        records.append(snapshot(ref, y, x.grad))
     return records
 
 
