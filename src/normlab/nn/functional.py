@@ -202,11 +202,16 @@ def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return mean, (var + eps).rsqrt()
 
 
-def _batch_norm_backward(dy, x, weight, mean, invstd, scale, training, needs):
+def _batch_norm_backward(dy, x, weight, mean, invstd, scale, training, needs,
+                         all_sums=None, count: int | None = None):
     """Closed-form gradients (see the module docstring); sums are per channel over M values.
-    scale is γ·invstd (invstd without γ)."""
+    scale is γ·invstd (invstd without γ).
+
+    Synchronized batch norm passes `all_sums`, which turns this rank's (Σdy, Σdy·x̂) into the
+    sums over every rank's values, and `count`, their number M: ∂L/∂x takes those, while
+    ∂L/∂γ and ∂L/∂β stay this rank's share."""
     ndim, cdtype = x.dim(), mean.dtype
-    M = x.numel() // x.shape[1]
+    M = x.numel() // x.shape[1] if count is None else count
     dyc = _cast(dy, cdtype)
     sum_dy = _channel_sum(dyc)
     dx = sum_dy_xhat = None
@@ -225,7 +230,8 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, scale, training, needs):
     if needs[0] and training:
         # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2), c2 = invstd·Σdy·x̂/M: torch's order, so
         # dx is exactly 0 where dy and x are constant.
-        c2, mean_dy = [_channel_view(v, ndim) for v in (invstd * sum_dy_xhat / M, sum_dy / M)]
+        sums = (sum_dy, sum_dy_xhat) if all_sums is None else all_sums(sum_dy, sum_dy_xhat)
+        c2, mean_dy = [_channel_view(v, ndim) for v in (invstd * sums[1] / M, sums[0] / M)]
         # dy − Σdy/M first, as torch does: exact where dy is nearly constant
         dx = dyc - mean_dy if dx is None else torch.sub(dyc, mean_dy, out=dx)
         if in_place:  # dx − (x − mean)·c2 fused into one pass, then ·γ·invstd

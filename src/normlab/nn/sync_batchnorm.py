@@ -13,7 +13,8 @@ values per channel (n_r = N_r·∏spatial, possibly 0), M = Σn_r:
         running_mean ← (1 − momentum)·running_mean + momentum·mean
         running_var  ← (1 − momentum)·running_var  + momentum·var·M/(M − 1)
 
-    backward, one all_reduce (SUM) of each rank's [Σdy, Σdy·(x − mean)] (sums over its values):
+    backward, one all_reduce (SUM) of each rank's [Σdy, Σdy·x̂] (sums over its values), then
+    functional's closed form with those global sums:
         ∂L/∂x = γ·invstd·(dy − Σ_all dy/M − (x − mean)·invstd²·Σ_all dy·(x − mean)/M)
         ∂L/∂γ = Σ_local dy·x̂     ∂L/∂β = Σ_local dy      (x̂ = (x − mean)·invstd)
 
@@ -146,23 +147,18 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy):
         x, weight, mean, invstd, scale = ctx.saved_tensors
-        ndim, cdtype, needs = x.dim(), mean.dtype, ctx.needs_input_grad
-        dyc = F._cast(dy, cdtype)
-        centred = F._cast(x, cdtype) - F._channel_view(mean, ndim)  # x − mean
-        sum_dy = F._channel_sum(dyc)  # this rank's Σdy, (C,)
-        sum_dy_xmu = F._channel_dot(dyc, centred)  # this rank's Σdy·(x − mean), (C,)
-        dx = None
-        if needs[0]:  # as torch: only when x needs a gradient, which is the same on every rank
-            both = torch.cat([sum_dy, sum_dy_xmu])  # (2C,): one collective for both sums
+
+        def all_sums(sum_dy: Tensor, sum_dy_xhat: Tensor) -> tuple[Tensor, Tensor]:
+            """Σ over the ranks of both (C,) sums, in one collective. As torch, it runs only when x
+            needs a gradient, which is the same on every rank."""
+            both = torch.cat([sum_dy, sum_dy_xhat])
             dist.all_reduce(both, op=dist.ReduceOp.SUM, group=ctx.group)
-            all_dy, all_dy_xmu = both.chunk(2)
-            M = max(ctx.count, 1)  # 0 only when every rank is empty (then dy is empty too)
-            c2 = F._channel_view(invstd * invstd * all_dy_xmu / M, ndim)
-            dx = dyc - F._channel_view(all_dy / M, ndim)  # dy − Σdy/M first, as torch
-            dx = F._cast(dx.addcmul_(centred, c2, value=-1).mul_(F._channel_view(scale, ndim)),
-                         x.dtype)
-        dweight = F._cast(sum_dy_xmu * invstd, weight.dtype) if needs[1] else None  # Σdy·x̂
-        dbias = F._cast(sum_dy, ctx.bias_dtype) if needs[2] else None
+            return both.chunk(2)
+
+        # M is 0 only when every rank is empty (then dy is empty too)
+        dx, dweight, dbias = F._batch_norm_backward(dy, x, weight, mean, invstd, scale, True,
+                                                    ctx.needs_input_grad, all_sums, max(ctx.count, 1))
+        dbias = None if dbias is None else F._cast(dbias, ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None, None
 
 
