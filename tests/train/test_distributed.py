@@ -224,6 +224,7 @@ def test_a_dead_rank_stops_the_other_and_the_checkpoint_resumes(tmp_path, real_f
     ranks[1].wait(timeout=10)
     assert ranks[0].returncode == 1, err
     assert "rank 0 of 2 lost contact with the other ranks during epoch 2" in err
+    assert err.count("lost contact") == 1, "explained once, by the step that failed"
     assert f"The last good checkpoint is {out / 'checkpoint.pt'}" in err
     assert load_checkpoint(out / "checkpoint.pt", "lenet_bn")["epoch"] == 1
     assert json.loads((out / "summary.json").read_text())["status"] == "failed"

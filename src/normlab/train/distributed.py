@@ -122,11 +122,12 @@ def shard(loader, replica: Replica):
     return loader
 
 
-def all_reduce_sum(values: torch.Tensor, what: str) -> torch.Tensor:
-    """Σ over ranks of `values` (in place); a failure names the likely cause: another rank is gone."""
-    with lost_rank_explained(what):
-        dist.all_reduce(values)
-    return values
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Σ over the ranks of each number, in float64 (on the GPU under nccl, which reduces only CUDA tensors)."""
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
 
 
 @contextlib.contextmanager
@@ -135,8 +136,8 @@ def lost_rank_explained(what: str):
     try:
         yield
     except RuntimeError as e:
-        if not _is_collective_error(e):
-            raise
+        if isinstance(e, RankLostError) or not _is_collective_error(e):
+            raise  # already explained (an inner collective), or not a collective's failure
         raise RankLostError(
             f"rank {dist.get_rank()} of {dist.get_world_size()} lost contact with the other ranks during {what} "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}). Another process probably "

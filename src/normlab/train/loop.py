@@ -252,11 +252,9 @@ class Trainer:
                 self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
                 self._gather_rng()
                 self._call("on_epoch_end", metrics)
-        except Interrupted:
-            self._gather_rng()  # every rank stops at the same batch, so all take part
-            self._call("on_train_end")
-            raise
-        except NonFiniteLossError:
+        except (Interrupted, NonFiniteLossError) as e:
+            if isinstance(e, Interrupted):
+                self._gather_rng()  # for the checkpoint the caller writes; every rank stops at the same batch
             self._call("on_train_end")  # a stop or a divergence ends the run too: callbacks flush what they hold
             raise
         self._call("on_train_end")
@@ -325,9 +323,7 @@ class Trainer:
 
     def _reduce_step(self, n: int, loss_sum: float, correct: float) -> tuple[int, float, float]:
         """(examples, loss sum, correct) summed over the ranks, and whether any rank asked to stop."""
-        values = torch.tensor([n, loss_sum, correct, float(self.stop_requested)], dtype=torch.float64,
-                              device=self.device if self.device.type == "cuda" else "cpu")
-        n_all, loss_sum, correct, stops = distributed.all_reduce_sum(values, "a training step").tolist()
+        n_all, loss_sum, correct, stops = distributed.all_reduce_sum([n, loss_sum, correct, float(self.stop_requested)])
         self._stop_agreed = stops > 0
         return int(n_all), loss_sum, correct
 
@@ -436,7 +432,7 @@ def evaluate(model, data_iter, device=None, regression: bool = False, autocast=c
         count += y.numel()
     module.train(was_training)
     if reduce:
-        total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64), "the evaluation").tolist()
+        total, count = distributed.all_reduce_sum([total, count])
     return total / count
 
 
