@@ -64,7 +64,7 @@ def _check_rank(input: Tensor) -> None:
 
 # ---------------------------------------------------------------- batch renormalization
 
-class BatchRenorm(_TorchBatchNormShell):
+class BatchRenorm(_BatchNorm):
     """Batch Renormalization (Ioffe, 2017, https://arxiv.org/abs/1702.03275).
 
     Training, with σ_B = √(var_biased(x) + eps) and σ = √(running_var + eps):
@@ -105,9 +105,8 @@ class BatchRenorm(_TorchBatchNormShell):
         if not self.training:
             return F.batch_norm(input, self.running_mean, self.running_var, self.weight,
                                 self.bias, False, 0.0, self.eps)
-        r_max, d_max = self.current_limits()
-        self.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        r_max, d_max = self.current_limits()  # before this batch is counted
+        momentum = self._exponential_average_factor()
         with torch.no_grad():  # r and d, from the running statistics before this step's update
             mean, var, _ = F._batch_stats(input)
             sigma = (self.running_var + self.eps).sqrt()
