@@ -82,6 +82,27 @@ def test_half_types_match_torch(dtype):
     assert_close(rv, rv_t, "running_var")
 
 
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (3, 3, 2, 2)])
+@pytest.mark.parametrize("wanted", ["input", "params", "weight"])
+def test_gradients_when_only_some_inputs_want_them(shape, wanted):
+    """A first layer's input wants no gradient, frozen γ and β want none: the gradients that
+    are wanted still match torch's, and the others stay None."""
+    torch.manual_seed(1)
+    x, dy = torch.randn(shape, **f64) * 2 + 1, torch.randn(shape, **f64)
+    w, b = torch.rand(3, **f64) + 0.5, torch.randn(3, **f64)
+    wants = {"input": (True, False, False), "params": (False, True, True),
+             "weight": (False, True, False)}[wanted]
+    grads = []
+    for fn in (F.batch_norm, TF.batch_norm):
+        leaves = [t.clone().requires_grad_(want) for t, want in zip((x, w, b), wants)]
+        fn(leaves[0], None, None, leaves[1], leaves[2], training=True).backward(dy)
+        grads.append([t.grad for t in leaves])
+    for name, ours, ref in zip(("input", "weight", "bias"), *grads):
+        assert (ours is None) == (ref is None), name
+        if ref is not None:
+            assert_close(ours, ref, f"{name} grad")
+
+
 @pytest.mark.parametrize("rank", [4, 5])
 def test_channels_last_matches_contiguous(rank):
     torch.manual_seed(0)

@@ -17,11 +17,15 @@ The other norms are batch norm on a reshaped view: instance norm treats each (sa
 as a channel of a batch of one, group norm each (sample, group), layer norm each row of the
 normalized trailing dims. Float16 and bfloat16 are computed in float32 and rounded once at the end.
 
-Speed, eager: every per-channel sum reduces contiguous rows (the (N, C, L) view, L = ∏spatial);
-Σdy·(x − mean) is one torch.linalg.vecdot call, or cache-sized slices on one thread and for
-large tensors; the elementwise steps run in place: the forward allocates only x − mean, which
-becomes y; the backward allocates x − mean and dy − Σdy/M, which becomes dx, fused with the
-(x − mean) term in one addcmul_. The backward reuses γ·invstd from the forward.
+Speed, eager: the core first views x so that each channel's values lie in contiguous runs, and
+writes every formula once against that view (_by_channel): (M, C) when C is the fastest dim
+(2-D or channels-last input; a channel is a column, sums run down dim 0), else (N, C, L) with
+L = ∏spatial (a channel is N rows of L values, sums run over dims 0 and 2). Σdy·(x − mean) is
+one torch.linalg.vecdot call, or cache-sized slices on one thread and for large tensors. The
+elementwise steps run in place: the forward allocates only x − mean, which becomes y; the
+backward allocates x − mean and dy − Σdy/M, which becomes dx, fused with the (x − mean) term in
+one addcmul_, and reuses γ·invstd from the forward. On small inputs, where each op costs its
+call more than its pass over memory, the forward keeps x − mean for the backward instead.
 """
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ from torch import Tensor
 __all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm"]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
-_SLICE = 1 << 16  # elements per slice in _channel_dot: a slice's product stays in cache
-_ONE_CALL = 1 << 22  # up to here, with several threads, _channel_dot is one call (no slices)
+_SLICE = 1 << 16  # elements per slice in _dot; also "small": x − mean is kept for the backward
+_ONE_CALL = 1 << 22  # up to here, with several threads, _dot is one call (no slices)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -50,90 +54,122 @@ def _channel_view(v: Tensor, ndim: int) -> Tensor:
     return v if ndim == 2 else v.view([-1] + [1] * (ndim - 2))
 
 
-def _rows_by_channel(t: Tensor) -> Tensor | None:
-    """(M, C) view of a 2-D or channels-last tensor (C fastest in memory), else None."""
+def _by_channel(t: Tensor, rows: bool | None = None) -> Tensor:
+    """t (N, C, *) as the view the core computes on: (M, C) when C is the fastest dim in memory
+    (2-D or channels-last input), else (N, C, L) with L = ∏spatial (a copy only for odd
+    strides). rows=True or False forces the first or second form: dy takes x's form."""
     if t.dim() == 2:
-        return t if t.is_contiguous() else None
-    if t.is_contiguous():
-        return None  # plain (N, C, *) layout, also when the spatial dims are all 1
-    moved = t.movedim(1, -1)  # (N, *, C): contiguous exactly when C is the fastest dim
-    return moved.reshape(-1, t.shape[1]) if moved.is_contiguous() else None
-
-
-def _by_rows(t: Tensor) -> Tensor:
-    """(N, C, L) view of (N, C, *) with L = ∏spatial (a copy only for odd strides)."""
+        return t
+    if rows is None:  # C fastest: (N, *, C) is contiguous (a plain layout never counts as that)
+        rows = not t.is_contiguous() and t.movedim(1, -1).is_contiguous()
+    if rows:
+        return t.movedim(1, -1).reshape(-1, t.shape[1])
     return t.reshape(t.shape[0], t.shape[1], _prod(t.shape[2:]))
 
 
-def _channel_sum(a: Tensor) -> Tensor:
-    """Σa per channel over every dim but 1: (N, C, *) -> (C,)."""
-    rows = _rows_by_channel(a)
-    return rows.sum(0) if rows is not None else _by_rows(a).sum((0, 2))
+def _from_view(v: Tensor, like: Tensor) -> Tensor:
+    """_by_channel undone: v in the shape of like (N, C, *); from (M, C), channels-last strides."""
+    if v.dim() == like.dim():
+        return v
+    if v.dim() == 2:  # (N·∏spatial, C) -> (N, *spatial, C) -> (N, C, *spatial)
+        return v.view(like.shape[0], *like.shape[2:], like.shape[1]).movedim(-1, 1)
+    return v.view(like.shape)
 
 
-def _channel_sum_sq(a: Tensor) -> Tensor:
-    """Σa² per channel over every dim but 1: (N, C, *) -> (C,).
+def _per_channel(p: Tensor, v: Tensor) -> Tensor:
+    """(C,) shaped to broadcast against the view v: (C,) against (M, C), (C, 1) against (N, C, L)."""
+    return p if v.dim() == 2 else p.unsqueeze(1)
 
-    Plain layout, eager: the norm of each contiguous row of L values, squared, summed over N;
-    torch.linalg.vector_norm along the fastest dim reads a once at the speed of a sum and
+
+def _sum(v: Tensor, mean: bool = False) -> Tensor:
+    """Σv (or, with mean=True, its mean) per channel of the view v: -> (C,)."""
+    if v.dim() == 2:
+        return v.mean(0) if mean else v.sum(0)
+    return v.mean((0, 2)) if mean else v.sum((0, 2))
+
+
+def _sum_sq(v: Tensor) -> Tensor:
+    """Σv² per channel of the view v.
+
+    (N, C, L), eager: the norm of each contiguous row of L values, squared, summed over N;
+    torch.linalg.vector_norm along the fastest dim reads v once at the speed of a sum and
     writes nothing big (torch.var_mean over dims (0, 2, 3) is many times slower).
     """
-    if torch.compiler.is_compiling() or a.dim() == 2 or _rows_by_channel(a) is not None:
-        return _channel_dot(a, a)
-    return torch.linalg.vector_norm(_by_rows(a), dim=2).square().sum(0)
+    if v.dim() == 2 or torch.compiler.is_compiling():
+        return _dot(v, v)
+    return torch.linalg.vector_norm(v, dim=2).square().sum(0)
 
 
-def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
-    """Σa·b per channel over every dim but 1: (N, C, *) twice -> (C,).
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σa·b per channel of two views of the same form.
 
     Eager: one torch.linalg.vecdot call for small tensors, and up to _ONE_CALL elements when
     several threads can share it; otherwise a·b one slice of samples (or rows) at a time, so the
     product stays in cache and never becomes a full-size temporary. Under torch.compile the
     plain formula is best: inductor fuses the product into the reduction.
     """
-    rows = _rows_by_channel(a)
-    if rows is not None:  # (M, C): reduce along dim 0
-        a2, dims = rows, (0,)
-        b2 = b if a.dim() == 2 else b.movedim(1, -1).reshape(rows.shape)
-    else:  # (N, C, L): reduce over N and L
-        a2, b2, dims = _by_rows(a), _by_rows(b), (0, 2)
     if torch.compiler.is_compiling():
-        return (a2 * b2).sum(dims)
+        return (a * b).sum((0,) if a.dim() == 2 else (0, 2))
     if a.numel() <= _SLICE or (a.numel() <= _ONE_CALL and torch.get_num_threads() > 1):
         # one call: vecdot multiplies and sums in C++, and several threads share the work
         # (a cache-sized slice is too small for torch to split)
-        if len(dims) == 1:
-            return torch.linalg.vecdot(a2, b2, dim=0)
-        return torch.linalg.vecdot(a2, b2, dim=2).sum(0)
-    step = max(1, _SLICE // max(1, _prod(a2.shape[1:])))  # samples (or rows) per slice
-    return sum((a_k * b_k).sum(dims) for a_k, b_k in zip(a2.split(step), b2.split(step)))
+        if a.dim() == 2:
+            return torch.linalg.vecdot(a, b, dim=0)
+        return torch.linalg.vecdot(a, b, dim=2).sum(0)
+    step = max(1, _SLICE // max(1, _prod(a.shape[1:])))  # samples (or rows) per slice
+    return sum(_sum(a_k * b_k) for a_k, b_k in zip(a.split(step), b.split(step)))
+
+
+def _view_stats(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel mean, biased variance, and the full-size v − mean, for the view v."""
+    C = v.shape[1]
+    M = v.numel() // C
+    if M == 0:  # empty batch: nothing to average (the caller leaves the running stats alone)
+        return v.new_zeros(C), v.new_ones(C), v.clone()
+    mean = _sum(v, mean=True)
+    centred = v - _per_channel(mean, v)
+    return mean, _sum_sq(centred).div_(M), centred
+
+
+def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel mean, biased variance, and the full-size x − mean, for x (N, C, *)."""
+    mean, var, centred = _view_stats(_by_channel(x))
+    return mean, var, _from_view(centred, x)
 
 
 def _normalize(x, weight, bias, running_mean, running_var, training: bool, momentum: float,
                eps: float):
     """The forward: y = (x − mean)·scale + β with scale = γ·invstd; in training it also moves
-    the running statistics towards the batch's. Returns y, mean, invstd and scale."""
+    the running statistics towards the batch's. Returns y, mean, invstd, scale, and the view of
+    x − mean when the backward should reuse it (small training input, eager), else None."""
     cdtype = _compute_dtype(x)
-    xc = _cast(x, cdtype)
-    ndim = x.dim()
+    v = _by_channel(_cast(x, cdtype))
     if training:
-        mean, var, y = _batch_stats(xc)  # y holds x − mean for now
-        _update_running_stats(running_mean, running_var, mean, var, xc, momentum)
+        mean, var, centred = _view_stats(v)
+        _lerp_running_stats(running_mean, running_var, mean, var, v.numel() // v.shape[1],
+                            momentum)
     else:  # copies, so that a later update of the buffers cannot touch what backward uses
         mean, var = _cast(running_mean, cdtype).clone(), _cast(running_var, cdtype).clone()
-    invstd = (var + eps).rsqrt()
+    invstd = (var + eps).rsqrt_()
     scale = invstd if weight is None else _cast(weight, cdtype) * invstd
-    shift = None if bias is None else _cast(bias, cdtype)
-    if training and shift is not None and ndim == 2:  # (x − mean)·scale + β in one pass
-        return _cast(torch.addcmul(shift, y, scale, out=y), x.dtype), mean, invstd, scale
-    if training:  # y = (x − mean)·scale + β, in place
-        y = y.mul_(_channel_view(scale, ndim))
+    if training:  # y = (x − mean)·scale + β
+        shift = None if bias is None else _cast(bias, cdtype)
+        src = centred
     else:  # y = x·scale + (β − mean·scale), torch's folded form
-        y = xc * _channel_view(scale, ndim)
-        shift = -mean * scale if shift is None else shift - mean * scale
-    if shift is not None:
-        y = y.add_(_channel_view(shift, ndim))
-    return _cast(y, x.dtype), mean, invstd, scale
+        shift = -mean * scale if bias is None else _cast(bias, cdtype) - mean * scale
+        src = v
+    # Small input: each op costs its call more than its pass over memory, so x − mean is kept
+    # for the backward (one op fewer there) and y gets its own buffer; large input: y is
+    # formed in x − mean's buffer (one full-size buffer fewer) and the backward recomputes it.
+    keep = training and v.numel() <= _SLICE and not torch.compiler.is_compiling()
+    out = centred if training and not keep else None
+    if shift is not None and v.dim() == 2:  # (M, C): scale and shift in one pass
+        y = torch.addcmul(shift, src, scale, out=out)
+    else:  # (N, C, L): two in-place passes beat one broadcast addcmul there
+        y = torch.mul(src, _per_channel(scale, v), out=out)
+        if shift is not None:
+            y = y.add_(_per_channel(shift, v))
+    return _cast(_from_view(y, x), x.dtype), mean, invstd, scale, centred if keep else None
 
 
 def _update_running_stats(running_mean, running_var, mean, var, x, momentum: float) -> None:
@@ -159,9 +195,10 @@ class _BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training: bool,
                 momentum: float, eps: float):
-        y, mean, invstd, scale = _normalize(x, weight, bias, running_mean, running_var,
-                                            training, momentum, eps)
+        y, mean, invstd, scale, centred = _normalize(x, weight, bias, running_mean,
+                                                     running_var, training, momentum, eps)
         ctx.save_for_backward(x, weight, mean, invstd, scale)
+        ctx.centred = centred  # the view of x − mean, or None (the backward recomputes it)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.set_materialize_grads(False)
@@ -172,27 +209,19 @@ class _BatchNormFunction(torch.autograd.Function):
         if dy is None:  # no gradient reached y: every input gradient is zero
             return None, None, None, None, None, None, None, None
         x, weight, mean, invstd, scale = ctx.saved_tensors
+        centred = ctx.centred
         if torch.is_grad_enabled():
             # create_graph=True: the gradients must be functions of x and γ for second
             # derivatives, so recompute the statistics (training) and the scale from them.
             if ctx.training:
                 mean, invstd = _stats_with_grad(_cast(x, mean.dtype), ctx.eps)
             scale = invstd if weight is None else _cast(weight, invstd.dtype) * invstd
-        needs = ctx.needs_input_grad
+            centred = None  # recomputed from x, with its graph
         dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, scale,
-                                                  ctx.training, needs)
+                                                  ctx.training, ctx.needs_input_grad,
+                                                  centred=centred)
         dbias = None if dbias is None else _cast(dbias, ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None, None
-
-
-def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-channel mean, biased variance, and the full-size x − mean, for x (N, C, *)."""
-    M = x.numel() // x.shape[1]
-    if M == 0:  # empty batch: nothing to average (the caller leaves the running stats alone)
-        return x.new_zeros(x.shape[1]), x.new_ones(x.shape[1]), x.clone()
-    mean = x.mean(0) if x.dim() == 2 and x.is_contiguous() else _channel_sum(x) / M
-    centred = x - _channel_view(mean, x.dim())
-    return mean, _channel_sum_sq(centred) / M, centred
 
 
 def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -203,44 +232,47 @@ def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 
 
 def _batch_norm_backward(dy, x, weight, mean, invstd, scale, training, needs,
-                         all_sums=None, count: int | None = None):
+                         all_sums=None, count: int | None = None, centred=None):
     """Closed-form gradients (see the module docstring); sums are per channel over M values.
-    scale is γ·invstd (invstd without γ).
+    scale is γ·invstd (invstd without γ); centred is the view of x − mean if the forward kept it.
 
     Synchronized batch norm passes `all_sums`, which turns this rank's (Σdy, Σdy·x̂) into the
     sums over every rank's values, and `count`, their number M: ∂L/∂x takes those, while
     ∂L/∂γ and ∂L/∂β stay this rank's share."""
-    ndim, cdtype = x.dim(), mean.dtype
-    M = x.numel() // x.shape[1] if count is None else count
-    dyc = _cast(dy, cdtype)
-    sum_dy = _channel_sum(dyc)
+    cdtype = mean.dtype
+    v = _by_channel(x)
+    dyv = _by_channel(_cast(dy, cdtype), rows=v.dim() == 2)  # laid out as x is
+    M = v.numel() // v.shape[1] if count is None else count
+    sum_dy = _sum(dyv)
     dx = sum_dy_xhat = None
     in_place = not torch.is_grad_enabled()  # False when differentiating this backward
     if needs[1] or (needs[0] and training):
-        centred = _cast(x, cdtype) - _channel_view(mean, ndim)  # x − mean
-        if in_place and needs[0] and training and _SLICE < x.numel() <= _ONE_CALL \
+        if centred is None:
+            centred = _cast(v, cdtype) - _per_channel(mean, v)  # x − mean
+        if in_place and needs[0] and training and _SLICE < v.numel() <= _ONE_CALL \
                 and not torch.compiler.is_compiling():
             # the product dy·(x − mean) in a full-size buffer that then becomes dx: one fresh
             # allocation fewer than a dot product's temporary plus dx (each costs page faults;
-            # larger tensors take _channel_dot's cache-sized slices instead)
-            dx = torch.mul(dyc, centred)
-            sum_dy_xhat = _channel_sum(dx) * invstd  # Σdy·x̂
+            # larger tensors take _dot's cache-sized slices instead)
+            dx = torch.mul(dyv, centred)
+            sum_dy_xhat = _sum(dx).mul_(invstd)  # Σdy·x̂
         else:
-            sum_dy_xhat = _channel_dot(dyc, centred) * invstd  # Σdy·x̂
+            sum_dy_xhat = _dot(dyv, centred).mul_(invstd)  # Σdy·x̂
     if needs[0] and training:
-        # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2), c2 = invstd·Σdy·x̂/M: torch's order, so
-        # dx is exactly 0 where dy and x are constant.
+        # dx = γ·invstd·(dy − Σdy/M − (x − mean)·c2/M), c2 = invstd·Σdy·x̂: torch's order, so
+        # dx is exactly 0 where dy and x are constant; 1/M rides along as a scalar factor.
         sums = (sum_dy, sum_dy_xhat) if all_sums is None else all_sums(sum_dy, sum_dy_xhat)
-        c2, mean_dy = [_channel_view(v, ndim) for v in (invstd * sums[1] / M, sums[0] / M)]
+        inv_m = 1 / max(M, 1)
+        sum_dy_all, c2 = _per_channel(sums[0], v), _per_channel(invstd * sums[1], v)
         # dy − Σdy/M first, as torch does: exact where dy is nearly constant
-        dx = dyc - mean_dy if dx is None else torch.sub(dyc, mean_dy, out=dx)
-        if in_place:  # dx − (x − mean)·c2 fused into one pass, then ·γ·invstd
-            dx = dx.addcmul_(centred, c2, value=-1).mul_(_channel_view(scale, ndim))
+        dx = torch.sub(dyv, sum_dy_all, alpha=inv_m, out=dx)
+        if in_place:  # dx − (x − mean)·c2/M fused into one pass, then ·γ·invstd
+            dx = dx.addcmul_(centred, c2, value=-inv_m).mul_(_per_channel(scale, v))
         else:  # differentiable: no in-place updates
-            dx = (dx - centred * c2) * _channel_view(scale, ndim)
-        dx = _cast(dx, x.dtype)
+            dx = (dx - centred * c2 * inv_m) * _per_channel(scale, v)
+        dx = _cast(_from_view(dx, x), x.dtype)
     elif needs[0]:
-        dx = _cast(dyc * _channel_view(scale, ndim), x.dtype)
+        dx = _cast(_from_view(dyv * _per_channel(scale, v), x), x.dtype)
     dweight = _cast(sum_dy_xhat, weight.dtype) if needs[1] else None
     dbias = sum_dy if needs[2] else None
     return dx, dweight, dbias
@@ -252,7 +284,8 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
     args = (x, weight, bias, running_mean, running_var, training, momentum, eps)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:3]):
+    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
+                                    or (bias is not None and bias.requires_grad)):
         return _BatchNormFunction.apply(*args)
     return _normalize(*args)[0]  # no graph to record (inference): skip the autograd.Function
 
