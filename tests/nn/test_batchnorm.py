@@ -180,11 +180,13 @@ def test_eval_with_running_stats_is_the_affine_formula():
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_empty_batch_behaves_as_torch(train):
-    ours, ref = nl.BatchNorm2d(3).train(train), torch.nn.BatchNorm2d(3).train(train)
-    x_ours, x_ref = (torch.randn(0, 3, 4, 4, requires_grad=True) for _ in range(2))
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 4), (0, 3, 4, 4)])
+def test_empty_batch_behaves_as_torch(train, shape):
+    ours_cls, torch_cls = PAIRS[len(shape)]
+    ours, ref = ours_cls(3).train(train), torch_cls(3).train(train)
+    x_ours, x_ref = (torch.randn(*shape, requires_grad=True) for _ in range(2))
     y_ours, y_ref = ours(x_ours), ref(x_ref)
-    assert y_ours.shape == y_ref.shape == (0, 3, 4, 4)
+    assert y_ours.shape == y_ref.shape == shape
     y_ours.sum().backward(), y_ref.sum().backward()
     assert_close(ours.weight.grad, ref.weight.grad, "weight grad")
     assert_close(ours.bias.grad, ref.bias.grad, "bias grad")

@@ -25,7 +25,10 @@ one torch.linalg.vecdot call, or cache-sized slices on one thread and for large 
 elementwise steps run in place: the forward allocates only x − mean, which becomes y; the
 backward allocates x − mean and dy − Σdy/M, which becomes dx, fused with the (x − mean) term in
 one addcmul_, and reuses γ·invstd from the forward. On small inputs, where each op costs its
-call more than its pass over memory, the forward keeps x − mean for the backward instead.
+call more than its pass over memory, the forward keeps x − mean for the backward instead, and
+small (M, C) batches with γ and β (a Linear layer's output) take _normalize_rows and
+_rows_backward: the same formulas written out with no helper between them, since there every
+Python call shows in the step time (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from torch import Tensor
 __all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm"]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+_ROWS_TYPES = (torch.float32, torch.float64)
 _SLICE = 1 << 16  # elements per slice in _dot; also "small": x − mean is kept for the backward
 _ONE_CALL = 1 << 22  # up to here, with several threads, _dot is one call (no slices)
 
@@ -188,6 +192,38 @@ def _lerp_running_stats(running_mean, running_var, mean, var, M: int, momentum: 
         running_var.lerp_(_cast(var * (M / max(M - 1, 1)), running_var.dtype), momentum)
 
 
+def _is_small_rows(x, weight, bias, training: bool) -> bool:
+    """Whether _normalize_rows applies: small, non-empty (M, C) training input, γ and β of its
+    dtype (float32 or float64), eager."""
+    return (training and x.dim() == 2 and 0 < x.numel() <= _SLICE and x.dtype in _ROWS_TYPES
+            and weight is not None and bias is not None and weight.dtype == bias.dtype == x.dtype
+            and not torch.compiler.is_compiling())
+
+
+def _normalize_rows(x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+    """_normalize for small (M, C) training input, written out: at this size each Python call
+    costs about as much as an op, so nothing stands between the formulas. Returns y, mean,
+    invstd, scale and x − mean (kept for the backward)."""
+    M = x.shape[0]
+    mean = x.mean(0)
+    centred = x - mean
+    var = torch.linalg.vecdot(centred, centred, dim=0).div_(M)
+    _lerp_running_stats(running_mean, running_var, mean, var, M, momentum)
+    invstd = (var + eps).rsqrt_()
+    scale = weight * invstd
+    return torch.addcmul(bias, centred, scale), mean, invstd, scale, centred
+
+
+def _rows_backward(dy, centred, invstd, scale):
+    """_batch_norm_backward for _normalize_rows (dx, dγ and dβ all wanted), written out."""
+    M = dy.shape[0]
+    sum_dy = dy.sum(0)
+    sum_dy_xhat = torch.linalg.vecdot(dy, centred, dim=0).mul_(invstd)
+    dx = torch.sub(dy, sum_dy, alpha=1 / M)
+    dx = dx.addcmul_(centred, invstd * sum_dy_xhat, value=-1 / M).mul_(scale)
+    return dx, sum_dy_xhat, sum_dy
+
+
 class _BatchNormFunction(torch.autograd.Function):
     """_normalize with the closed-form backward. The running statistics are updated inside
     forward, which autograd runs without recording a graph."""
@@ -195,8 +231,13 @@ class _BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training: bool,
                 momentum: float, eps: float):
-        y, mean, invstd, scale, centred = _normalize(x, weight, bias, running_mean,
-                                                     running_var, training, momentum, eps)
+        ctx.rows = _is_small_rows(x, weight, bias, training)
+        if ctx.rows:
+            y, mean, invstd, scale, centred = _normalize_rows(x, weight, bias, running_mean,
+                                                              running_var, momentum, eps)
+        else:
+            y, mean, invstd, scale, centred = _normalize(x, weight, bias, running_mean,
+                                                         running_var, training, momentum, eps)
         ctx.save_for_backward(x, weight, mean, invstd, scale)
         ctx.centred = centred  # the view of x − mean, or None (the backward recomputes it)
         ctx.training, ctx.eps = training, eps
@@ -210,7 +251,11 @@ class _BatchNormFunction(torch.autograd.Function):
             return None, None, None, None, None, None, None, None
         x, weight, mean, invstd, scale = ctx.saved_tensors
         centred = ctx.centred
-        if torch.is_grad_enabled():
+        needs = ctx.needs_input_grad
+        grad_mode = torch.is_grad_enabled()
+        if ctx.rows and not grad_mode and needs[0] and needs[1] and needs[2]:
+            return _rows_backward(dy, centred, invstd, scale) + (None,) * 5
+        if grad_mode:
             # create_graph=True: the gradients must be functions of x and γ for second
             # derivatives, so recompute the statistics (training) and the scale from them.
             if ctx.training:
@@ -218,8 +263,7 @@ class _BatchNormFunction(torch.autograd.Function):
             scale = invstd if weight is None else _cast(weight, invstd.dtype) * invstd
             centred = None  # recomputed from x, with its graph
         dx, dweight, dbias = _batch_norm_backward(dy, x, weight, mean, invstd, scale,
-                                                  ctx.training, ctx.needs_input_grad,
-                                                  centred=centred)
+                                                  ctx.training, needs, centred=centred)
         dbias = None if dbias is None else _cast(dbias, ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None, None
 
