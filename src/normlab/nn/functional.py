@@ -147,30 +147,34 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, momen
     the running statistics towards the batch's. Returns y, mean, invstd, scale, and the view of
     x − mean when the backward should reuse it (small training input, eager), else None."""
     cdtype = _compute_dtype(x)
-    v = _by_channel(_cast(x, cdtype))
-    if training:
-        mean, var, centred = _view_stats(v)
-        _lerp_running_stats(running_mean, running_var, mean, var, v.numel() // v.shape[1],
-                            momentum)
-    else:  # copies, so that a later update of the buffers cannot touch what backward uses
+    xc = _cast(x, cdtype)
+    if not training:  # running statistics; copies, so that a later update of the buffers
+        # cannot touch what backward uses
         mean, var = _cast(running_mean, cdtype).clone(), _cast(running_var, cdtype).clone()
+        invstd = (var + eps).rsqrt_()
+        scale = invstd if weight is None else _cast(weight, cdtype) * invstd
+        # y = x·scale + (β − mean·scale), torch's folded form: elementwise only, so on x as it is
+        shift = -mean * scale if bias is None else _cast(bias, cdtype) - mean * scale
+        if x.dim() == 2:
+            y = torch.addcmul(shift, xc, scale)
+        else:
+            y = (xc * _channel_view(scale, x.dim())).add_(_channel_view(shift, x.dim()))
+        return _cast(y, x.dtype), mean, invstd, scale, None
+    v = _by_channel(xc)
+    mean, var, centred = _view_stats(v)
+    _lerp_running_stats(running_mean, running_var, mean, var, v.numel() // v.shape[1], momentum)
     invstd = (var + eps).rsqrt_()
     scale = invstd if weight is None else _cast(weight, cdtype) * invstd
-    if training:  # y = (x − mean)·scale + β
-        shift = None if bias is None else _cast(bias, cdtype)
-        src = centred
-    else:  # y = x·scale + (β − mean·scale), torch's folded form
-        shift = -mean * scale if bias is None else _cast(bias, cdtype) - mean * scale
-        src = v
-    # Small input: each op costs its call more than its pass over memory, so x − mean is kept
-    # for the backward (one op fewer there) and y gets its own buffer; large input: y is
-    # formed in x − mean's buffer (one full-size buffer fewer) and the backward recomputes it.
-    keep = training and v.numel() <= _SLICE and not torch.compiler.is_compiling()
-    out = centred if training and not keep else None
+    shift = None if bias is None else _cast(bias, cdtype)
+    # y = (x − mean)·scale + β. Small input: each op costs its call more than its pass over
+    # memory, so x − mean is kept for the backward (one op fewer there) and y gets its own
+    # buffer; large input: y is formed in x − mean's buffer (one full-size buffer fewer) and
+    # the backward recomputes x − mean.
+    keep = v.numel() <= _SLICE and not torch.compiler.is_compiling()
     if shift is not None and v.dim() == 2:  # (M, C): scale and shift in one pass
-        y = torch.addcmul(shift, src, scale, out=out)
+        y = torch.addcmul(shift, centred, scale, out=None if keep else centred)
     else:  # (N, C, L): two in-place passes beat one broadcast addcmul there
-        y = torch.mul(src, _per_channel(scale, v), out=out)
+        y = centred * _per_channel(scale, v) if keep else centred.mul_(_per_channel(scale, v))
         if shift is not None:
             y = y.add_(_per_channel(shift, v))
     return _cast(_from_view(y, x), x.dtype), mean, invstd, scale, centred if keep else None
