@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import sys
 import time
 from pathlib import Path
@@ -165,36 +166,47 @@ class EpochPrinter:
 
 def cmd_train(args) -> int:
     from normlab.train import distributed
-    from normlab.train.callbacks import StopOnSignal
-    from normlab.train.loop import NonFiniteLossError
 
     config, out = _train_config(args)
     with distributed.process_group(config.train.device) as replica:
-        out = out or Path(args.out or run_mod().default_out(config))
-        say = print if replica.is_main else (lambda *a, **k: None)  # rank 0 speaks for the job
-        ranks = f", {replica.world_size} processes" if replica.distributed else ""
-        say(f"training {config.model.name} (norm {run_mod().norm_name(config)}) on {config.data.dataset}: "
-            f"lr {config.optim.lr}, batch {config.data.batch_size}{ranks}, {config.train.epochs} epochs -> {out}",
-            flush=True)
-        printer = [] if args.quiet or not replica.is_main else [EpochPrinter()]
-        with StopOnSignal() as stop:
-            try:
-                status, trainer = run_mod().run(config, out, resume=args.resume, quiet=args.quiet,
-                                                extra_callbacks=[stop] + printer)
-            except (NonFiniteLossError, RankLostError) as e:
-                kept = (f"The last good checkpoint is {out / 'checkpoint.pt'}." if (out / "checkpoint.pt").is_file()
-                        else "No epoch had finished, so there is no checkpoint to keep.")
-                # a lost rank is told by every survivor (each saw its own failure); a divergence once, by rank 0
-                (print if isinstance(e, RankLostError) else say)(f"normlab: error: {e}\n{kept}", file=sys.stderr)
-                return 1
-        if status == "interrupted":
-            say(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.step}; checkpoint written.\n"
-                f"resume with: normlab train {config.model.name} --resume --out {out}", file=sys.stderr)
-            return 130
-        if replica.is_main:
-            _print_book_lines(trainer)
-            stats = ", stats.jsonl; look inside with: normlab inspect " + str(out) if config.train.record_stats else ""
-            print(f"run directory: {out} (curves.png, metrics.jsonl, checkpoint.pt, config.toml, summary.json{stats})")
+        code = _train_in_group(args, config, out, replica)
+        # The trainer, and a DDP model's hold on the group, must be gone before the group is:
+        # gloo threads still alive at interpreter exit abort the process ("terminate called
+        # without an active exception"), after a run that went well.
+        gc.collect()
+    return code
+
+
+def _train_in_group(args, config, out, replica) -> int:
+    """cmd_train's run, inside the process group (rank 0 speaks for the job)."""
+    from normlab.train.callbacks import StopOnSignal
+    from normlab.train.loop import NonFiniteLossError
+
+    out = out or Path(args.out or run_mod().default_out(config))
+    say = print if replica.is_main else (lambda *a, **k: None)  # rank 0 speaks for the job
+    ranks = f", {replica.world_size} processes" if replica.distributed else ""
+    say(f"training {config.model.name} (norm {run_mod().norm_name(config)}) on {config.data.dataset}: "
+        f"lr {config.optim.lr}, batch {config.data.batch_size}{ranks}, {config.train.epochs} epochs -> {out}",
+        flush=True)
+    printer = [] if args.quiet or not replica.is_main else [EpochPrinter()]
+    with StopOnSignal() as stop:
+        try:
+            status, trainer = run_mod().run(config, out, resume=args.resume, quiet=args.quiet,
+                                            extra_callbacks=[stop] + printer)
+        except (NonFiniteLossError, RankLostError) as e:
+            kept = (f"The last good checkpoint is {out / 'checkpoint.pt'}." if (out / "checkpoint.pt").is_file()
+                    else "No epoch had finished, so there is no checkpoint to keep.")
+            # a lost rank is told by every survivor (each saw its own failure); a divergence once, by rank 0
+            (print if isinstance(e, RankLostError) else say)(f"normlab: error: {e}\n{kept}", file=sys.stderr)
+            return 1
+    if status == "interrupted":
+        say(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.step}; checkpoint written.\n"
+            f"resume with: normlab train {config.model.name} --resume --out {out}", file=sys.stderr)
+        return 130
+    if replica.is_main:
+        _print_book_lines(trainer)
+        stats = ", stats.jsonl; look inside with: normlab inspect " + str(out) if config.train.record_stats else ""
+        print(f"run directory: {out} (curves.png, metrics.jsonl, checkpoint.pt, config.toml, summary.json{stats})")
     return 0
 
 
