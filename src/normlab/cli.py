@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import gc
 import sys
 import time
 from pathlib import Path
@@ -169,16 +168,13 @@ def cmd_train(args) -> int:
 
     config, out = _train_config(args)
     with distributed.process_group(config.train.device) as replica:
-        code = _train_in_group(args, config, out, replica)
-        # The trainer, and a DDP model's hold on the group, must be gone before the group is:
-        # gloo threads still alive at interpreter exit abort the process ("terminate called
-        # without an active exception"), after a run that went well.
-        gc.collect()
-    return code
+        # in a function of its own, so that the trainer (a DDP model holds the group) is gone
+        # before the group is destroyed
+        return _train_in_group(args, config, out, replica)
 
 
 def _train_in_group(args, config, out, replica) -> int:
-    """cmd_train's run, inside the process group (rank 0 speaks for the job)."""
+    """cmd_train's run, inside the process group."""
     from normlab.train.callbacks import StopOnSignal
     from normlab.train.loop import NonFiniteLossError
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -83,6 +84,10 @@ def process_group(device: str = "auto", timeout_s: float = 600):
     try:
         yield current()
     finally:
+        # What held the group and is no longer referenced (a DDP model) goes first: gloo threads
+        # still alive at interpreter exit abort the process ("terminate called without an
+        # active exception"), even after a run that went well.
+        gc.collect()
         dist.destroy_process_group()
 
 
