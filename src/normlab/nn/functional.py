@@ -32,6 +32,8 @@ Python call shows in the step time (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -196,6 +198,15 @@ def _lerp_running_stats(running_mean, running_var, mean, var, M: int, momentum: 
         running_var.lerp_(_cast(var * (M / max(M - 1, 1)), running_var.dtype), momentum)
 
 
+@functools.lru_cache(maxsize=256)
+def _constant(value: float) -> Tensor:
+    """value as a 0-dim float64 tensor, made once. An op with a Python number operand wraps it
+    in a new tensor on every call (about 1 µs on this CPU, against 0.7 µs for a whole (C,)
+    op); a 0-dim tensor gives the same result without that, and never changes the result's
+    dtype. For the small-input fast path only, where such costs show."""
+    return torch.tensor(value, dtype=torch.float64)
+
+
 def _is_small_rows(x, weight, bias, training: bool) -> bool:
     """Whether _normalize_rows applies: small, non-empty (M, C) training input, γ and β of its
     dtype (float32 or float64), eager."""
@@ -211,9 +222,12 @@ def _normalize_rows(x, weight, bias, running_mean, running_var, momentum: float,
     M = x.shape[0]
     mean = x.mean(0)
     centred = x - mean
-    var = torch.linalg.vecdot(centred, centred, dim=0).div_(M)
-    _lerp_running_stats(running_mean, running_var, mean, var, M, momentum)
-    invstd = (var + eps).rsqrt_()
+    sum_sq = torch.linalg.vecdot(centred, centred, dim=0)  # Σ(x − mean)² = M·var
+    if running_mean is not None:
+        running_mean.lerp_(_cast(mean, running_mean.dtype), momentum)
+    if running_var is not None:  # the unbiased variance Σ(x − mean)²/(M − 1)
+        running_var.lerp_(_cast(sum_sq / _constant(max(M - 1, 1)), running_var.dtype), momentum)
+    invstd = torch.add(_constant(eps), sum_sq, alpha=1 / M).rsqrt_()  # 1/√(Σ/M + eps)
     scale = weight * invstd
     return torch.addcmul(bias, centred, scale), mean, invstd, scale, centred
 
@@ -331,33 +345,37 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     _check_channels(x, weight, bias, running_mean, running_var)
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
-    args = (x, weight, bias, running_mean, running_var, training, momentum, eps)
-    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
-                                    or (bias is not None and bias.requires_grad)):
-        return _apply(*args)
-    return _normalize(*args)[0]  # no graph to record (inference): skip the autograd.Function
-
-
-def _apply(*args):
-    """_BatchNormFunction.apply(*args). Function.apply is a Python preamble (for functorch
-    transforms and torch.compile) around the C++ entry point torch._C._FunctionBase.apply; when
-    neither is active, call that entry point directly: the preamble costs about 5 µs, 4% of a
-    (256, 120) training step (docs/BENCHMARKS.md)."""
+    if not (torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
+                                         or (bias is not None and bias.requires_grad))):
+        # no graph to record (inference): skip the autograd.Function
+        return _normalize(x, weight, bias, running_mean, running_var, training, momentum, eps)[0]
+    # Function.apply is a Python preamble (for functorch transforms and torch.compile) around
+    # the C++ entry point torch._C._FunctionBase.apply; when neither is active, call that entry
+    # point directly: the preamble costs about 5 µs, 4% of a (256, 120) training step
+    # (docs/BENCHMARKS.md).
     if torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
-        return _BatchNormFunction.apply(*args)
-    return _C_APPLY(*args)
+        apply = _BatchNormFunction.apply
+    else:
+        apply = _C_APPLY
+    return apply(x, weight, bias, running_mean, running_var, training, momentum, eps)
 
 
-_C_APPLY = super(torch.autograd.Function, _BatchNormFunction).apply  # what Function.apply ends in
+# what Function.apply ends in
+_C_APPLY = super(torch.autograd.Function, _BatchNormFunction).apply
 
 
 def _check_channels(x, weight, bias, running_mean, running_var) -> None:
-    """torch's check that every per-channel tensor given has C = x.shape[1] elements."""
+    """torch's check that every per-channel tensor given has C = x.shape[1] elements
+    (written out: a loop over the four costs a small step more than the checks)."""
     C = x.shape[1]
-    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                    ("running_var", running_var)):
-        if v is not None and v.numel() != C:
-            raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
+    if weight is not None and weight.numel() != C:
+        raise RuntimeError(f"weight should contain {C} elements not {weight.numel()}")
+    if bias is not None and bias.numel() != C:
+        raise RuntimeError(f"bias should contain {C} elements not {bias.numel()}")
+    if running_mean is not None and running_mean.numel() != C:
+        raise RuntimeError(f"running_mean should contain {C} elements not {running_mean.numel()}")
+    if running_var is not None and running_var.numel() != C:
+        raise RuntimeError(f"running_var should contain {C} elements not {running_var.numel()}")
 
 
 def _verify_batch_size(size) -> None:
