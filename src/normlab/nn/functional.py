@@ -220,7 +220,7 @@ def _normalize_rows(x, weight, bias, running_mean, running_var, momentum: float,
     costs about as much as an op, so nothing stands between the formulas. Returns y, mean,
     invstd, scale and x − mean (kept for the backward)."""
     M = x.shape[0]
-    mean = x.mean(0)
+    mean = x.sum(0).div_(_constant(M))  # as x.mean(0) computes it, without wrapping M
     centred = x - mean
     sum_sq = torch.linalg.vecdot(centred, centred, dim=0)  # Σ(x − mean)² = M·var
     if running_mean is not None:
