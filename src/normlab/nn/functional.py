@@ -199,12 +199,13 @@ def _lerp_running_stats(running_mean, running_var, mean, var, M: int, momentum: 
 
 
 @functools.lru_cache(maxsize=256)
-def _constant(value: float) -> Tensor:
-    """value as a 0-dim float64 tensor, made once. An op with a Python number operand wraps it
+def _constant(value: float, dtype: torch.dtype) -> Tensor:
+    """value as a 0-dim tensor of dtype, made once. An op with a Python number operand wraps it
     in a new tensor on every call (about 1 µs on this CPU, against 0.7 µs for a whole (C,)
-    op); a 0-dim tensor gives the same result without that, and never changes the result's
-    dtype. For the small-input fast path only, where such costs show."""
-    return torch.tensor(value, dtype=torch.float64)
+    op), and a 0-dim operand of another dtype is copied to the op's dtype; one of the op's own
+    dtype costs neither and gives the same result. For the small-input fast path only, where
+    such costs show."""
+    return torch.tensor(value, dtype=dtype)
 
 
 def _is_small_rows(x, weight, bias, training: bool) -> bool:
@@ -220,14 +221,14 @@ def _normalize_rows(x, weight, bias, running_mean, running_var, momentum: float,
     costs about as much as an op, so nothing stands between the formulas. Returns y, mean,
     invstd, scale and x − mean (kept for the backward)."""
     M = x.shape[0]
-    mean = x.sum(0).div_(_constant(M))  # as x.mean(0) computes it, without wrapping M
+    mean = x.sum(0).div_(_constant(M, x.dtype))  # as x.mean(0) computes it, without wrapping M
     centred = x - mean
     sum_sq = torch.linalg.vecdot(centred, centred, dim=0)  # Σ(x − mean)² = M·var
     if running_mean is not None:
         running_mean.lerp_(_cast(mean, running_mean.dtype), momentum)
     if running_var is not None:  # the unbiased variance Σ(x − mean)²/(M − 1)
-        running_var.lerp_(_cast(sum_sq / _constant(max(M - 1, 1)), running_var.dtype), momentum)
-    invstd = torch.add(_constant(eps), sum_sq, alpha=1 / M).rsqrt_()  # 1/√(Σ/M + eps)
+        running_var.lerp_(_cast(sum_sq / _constant(max(M - 1, 1), x.dtype), running_var.dtype), momentum)
+    invstd = torch.add(_constant(eps, x.dtype), sum_sq, alpha=1 / M).rsqrt_()  # 1/√(Σ/M + eps)
     scale = weight * invstd
     return torch.addcmul(bias, centred, scale), mean, invstd, scale, centred
 
