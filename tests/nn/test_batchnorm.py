@@ -179,6 +179,29 @@ def test_eval_with_running_stats_is_the_affine_formula():
     assert_close(bn(x), expected, "eval output")
 
 
+@pytest.mark.parametrize("shape", [(8, 3), (4, 3, 5, 5)])
+def test_eval_backward_uses_the_statistics_of_its_forward(shape):
+    """A training step between an eval forward and its backward moves the running statistics in
+    place; the backward still differentiates what the forward computed. (torch's layer reads
+    the moved buffers there and returns the gradient of a function it never computed.)"""
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(*shape, dtype=torch.float64)
+    grads = []
+    for step_between in (False, True):
+        bn = PAIRS[len(shape)][0](3, dtype=torch.float64)
+        randomize_affine(bn, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            bn.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+            bn.running_var.copy_(torch.tensor([2.0, 0.5, 3.0]))
+        y = bn.eval()(x)
+        if step_between:
+            bn.train()(torch.randn(*shape, dtype=torch.float64) * 5 + 3)
+            assert not torch.equal(bn.running_mean, torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))
+        grads.append(torch.autograd.grad(y, (x, bn.weight, bn.bias), dy))
+    for name, a, b in zip(("input", "weight", "bias"), *grads):
+        assert_close(a, b, f"{name} grad")
+
+
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("shape", [(0, 3), (0, 3, 4), (0, 3, 4, 4)])
 def test_empty_batch_behaves_as_torch(train, shape):

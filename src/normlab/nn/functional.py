@@ -150,13 +150,14 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, momen
     x − mean when the backward should reuse it (small training input, eager), else None."""
     cdtype = _compute_dtype(x)
     xc = _cast(x, cdtype)
-    if not training:  # running statistics; copies, so that a later update of the buffers
-        # cannot touch what backward uses
-        mean, var = _cast(running_mean, cdtype).clone(), _cast(running_var, cdtype).clone()
-        invstd = (var + eps).rsqrt_()
+    if not training:  # the running statistics (the caller copies mean if backward needs it)
+        mean = _cast(running_mean, cdtype)
+        eps_ = eps if torch.compiler.is_compiling() else _constant(eps, cdtype)  # (dynamo: a number)
+        invstd = (_cast(running_var, cdtype) + eps_).rsqrt_()
         scale = invstd if weight is None else _cast(weight, cdtype) * invstd
         # y = x·scale + (β − mean·scale), torch's folded form: elementwise only, so on x as it is
-        shift = -mean * scale if bias is None else _cast(bias, cdtype) - mean * scale
+        shift = (torch.mul(mean, scale).neg_() if bias is None
+                 else torch.addcmul(_cast(bias, cdtype), mean, scale, value=-1))
         if x.dim() == 2:
             y = torch.addcmul(shift, xc, scale)
         else:
@@ -203,8 +204,8 @@ def _constant(value: float, dtype: torch.dtype) -> Tensor:
     """value as a 0-dim tensor of dtype, made once. An op with a Python number operand wraps it
     in a new tensor on every call (about 1 µs on this CPU, against 0.7 µs for a whole (C,)
     op), and a 0-dim operand of another dtype is copied to the op's dtype; one of the op's own
-    dtype costs neither and gives the same result. For the small-input fast path only, where
-    such costs show."""
+    dtype costs neither and gives the same result. Used where such costs show: the small-input
+    fast path and the eval forward."""
     return torch.tensor(value, dtype=dtype)
 
 
@@ -257,6 +258,8 @@ class _BatchNormFunction(torch.autograd.Function):
         else:
             y, mean, invstd, scale, centred = _normalize(x, weight, bias, running_mean,
                                                          running_var, training, momentum, eps)
+            if not training:  # a copy: a later update of the buffer must not reach backward
+                mean = mean.clone()
         ctx.save_for_backward(x, weight, mean, invstd, scale)
         ctx.centred = centred  # the view of x − mean, or None (the backward recomputes it)
         ctx.training, ctx.eps = training, eps
@@ -355,10 +358,9 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     # point directly: the preamble costs about 5 µs, 4% of a (256, 120) training step
     # (docs/BENCHMARKS.md).
     if torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
-        apply = _BatchNormFunction.apply
-    else:
-        apply = _C_APPLY
-    return apply(x, weight, bias, running_mean, running_var, training, momentum, eps)
+        return _BatchNormFunction.apply(x, weight, bias, running_mean, running_var, training,
+                                        momentum, eps)
+    return _C_APPLY(x, weight, bias, running_mean, running_var, training, momentum, eps)
 
 
 # what Function.apply ends in
