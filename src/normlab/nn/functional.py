@@ -28,7 +28,10 @@ one addcmul_, and reuses γ·invstd from the forward. On small inputs, where eac
 call more than its pass over memory, the forward keeps x − mean for the backward instead, and
 small (M, C) batches with γ and β (a Linear layer's output) take _normalize_rows and
 _rows_backward: the same formulas written out with no helper between them, since there every
-Python call shows in the step time (docs/BENCHMARKS.md).
+Python call shows in the step time (docs/BENCHMARKS.md). For the same reason _normalize_rows and
+the eval forward take their scalar operands (M, eps) as cached 0-dim tensors of the input's
+dtype (_constant), and _batch_norm calls the C++ entry point of Function.apply directly when
+no functorch transform or torch.compile needs its Python preamble.
 """
 from __future__ import annotations
 
