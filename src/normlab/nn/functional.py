@@ -408,11 +408,12 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     """
     if training:
         _verify_batch_size(input.size())
-    if training and eps <= 0.0:
-        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
-    if eps < 0.0:
+        if eps <= 0.0:
+            raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    elif eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
-    input.size(1)  # a 1-D input fails here with torch's IndexError
+    if input.dim() < 2:
+        input.size(1)  # fails with torch's IndexError
     return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
