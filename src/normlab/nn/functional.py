@@ -371,17 +371,12 @@ _C_APPLY = super(torch.autograd.Function, _BatchNormFunction).apply
 
 
 def _check_channels(x, weight, bias, running_mean, running_var) -> None:
-    """torch's check that every per-channel tensor given has C = x.shape[1] elements
-    (written out: a loop over the four costs a small step more than the checks)."""
+    """torch's check that every per-channel tensor given has C = x.shape[1] elements."""
     C = x.shape[1]
-    if weight is not None and weight.numel() != C:
-        raise RuntimeError(f"weight should contain {C} elements not {weight.numel()}")
-    if bias is not None and bias.numel() != C:
-        raise RuntimeError(f"bias should contain {C} elements not {bias.numel()}")
-    if running_mean is not None and running_mean.numel() != C:
-        raise RuntimeError(f"running_mean should contain {C} elements not {running_mean.numel()}")
-    if running_var is not None and running_var.numel() != C:
-        raise RuntimeError(f"running_var should contain {C} elements not {running_var.numel()}")
+    for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if v is not None and v.numel() != C:
+            raise RuntimeError(f"{name} should contain {C} elements not {v.numel()}")
 
 
 def _verify_batch_size(size) -> None:
