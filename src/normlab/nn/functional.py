@@ -228,6 +228,7 @@ def _normalize_rows(x, weight, bias, running_mean, running_var, momentum: float,
     mean = x.sum(0).div_(_constant(M, x.dtype))  # as x.mean(0) computes it, without wrapping M
     centred = x - mean
     sum_sq = torch.linalg.vecdot(centred, centred, dim=0)  # Σ(x − mean)² = M·var
+    # _lerp_running_stats's update, from Σ(x − mean)² with M − 1 as a cached operand (M > 0 here)
     if running_mean is not None:
         running_mean.lerp_(_cast(mean, running_mean.dtype), momentum)
     if running_var is not None:  # the unbiased variance Σ(x − mean)²/(M − 1)
