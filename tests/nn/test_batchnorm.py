@@ -202,6 +202,44 @@ def test_eval_backward_uses_the_statistics_of_its_forward(shape):
         assert_close(a, b, f"{name} grad")
 
 
+LAYOUTS = {  # x for a 3-channel layer, in the layouts the per-channel view treats differently
+    "2-D": lambda: torch.randn(8, 3),
+    "3-D": lambda: torch.randn(4, 3, 5),
+    "NCHW": lambda: torch.randn(4, 3, 5, 6),
+    "channels-last": lambda: torch.randn(4, 3, 5, 6).to(memory_format=torch.channels_last),
+    "transposed": lambda: torch.randn(4, 3, 6, 5).transpose(2, 3),
+    "channel slice": lambda: torch.randn(4, 5, 5, 6)[:, :3],
+    "5-D channels-last": lambda: torch.randn(2, 3, 4, 5, 6).to(memory_format=torch.channels_last_3d),
+    "large NCHW": lambda: torch.randn(64, 3, 40, 40),  # past the size where x − mean is not kept
+    "large channels-last": lambda: torch.randn(64, 3, 40, 40).to(memory_format=torch.channels_last),
+}
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_output_takes_in_place_ops_as_torch(layout, train):
+    """`y = bn(x); y += shortcut` (the book's Residual block) works, with torch's gradients and,
+    in training, torch's output strides: the output is no view of a tensor made inside the
+    autograd.Function. (In eval the output keeps x's own layout, where torch's is contiguous.)"""
+    torch.manual_seed(0)
+    x = LAYOUTS[layout]().double()
+    ours_cls, torch_cls = PAIRS[x.dim()]
+    ours, ref = ours_cls(3, dtype=torch.float64).train(train), torch_cls(3, dtype=torch.float64).train(train)
+    shortcut = torch.randn(x.shape, dtype=torch.float64)
+    results = []
+    for bn in (ours, ref):
+        xi = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+        y = bn(xi)
+        y += shortcut
+        (y ** 2).sum().backward()
+        results.append((y, xi.grad, bn.weight.grad, bn.bias.grad))
+    (y_ours, *grads_ours), (y_ref, *grads_ref) = results
+    assert y_ours.stride() == y_ref.stride() or not train
+    assert_close(y_ours, y_ref, "output")
+    for name, a, b in zip(("input", "weight", "bias"), grads_ours, grads_ref):
+        assert_close(a, b, f"{name} grad")
+
+
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("shape", [(0, 3), (0, 3, 4), (0, 3, 4, 4)])
 def test_empty_batch_behaves_as_torch(train, shape):

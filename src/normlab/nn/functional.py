@@ -85,6 +85,17 @@ def _from_view(v: Tensor, like: Tensor) -> Tensor:
     return v.view(like.shape)
 
 
+def _fresh_for_view(x: Tensor, rows: bool, dtype: torch.dtype) -> Tensor:
+    """An uninitialized tensor of x's shape, laid out so that _by_channel(·, rows) is a view of
+    it: (N, C, *) contiguous, or with rows, C fastest ((N, *, C) in memory: channels-last)."""
+    if not rows or x.dim() == 2:
+        return torch.empty(x.shape, dtype=dtype, device=x.device)
+    strides, step = [0] * x.dim(), 1
+    for d in (1, *range(x.dim() - 1, 1, -1), 0):  # from the fastest dim: C, then spatial, then N
+        strides[d], step = step, step * x.shape[d]
+    return torch.empty_strided(x.shape, strides, dtype=dtype, device=x.device)
+
+
 def _per_channel(p: Tensor, v: Tensor) -> Tensor:
     """(C,) shaped to broadcast against the view v: (C,) against (M, C), (C, 1) against (N, C, L)."""
     return p if v.dim() == 2 else p.unsqueeze(1)
@@ -172,18 +183,21 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, momen
     invstd = (var + eps).rsqrt_()
     scale = invstd if weight is None else _cast(weight, cdtype) * invstd
     shift = None if bias is None else _cast(bias, cdtype)
-    # y = (x − mean)·scale + β. Small input: each op costs its call more than its pass over
-    # memory, so x − mean is kept for the backward (one op fewer there) and y gets its own
-    # buffer; large input: y is formed in x − mean's buffer (one full-size buffer fewer) and
-    # the backward recomputes x − mean.
+    # y = (x − mean)·scale + β, written through the per-channel view of a buffer in x's shape
+    # and layout: the autograd.Function must return a tensor that is no view, or `y += r` on
+    # its output (the book's Residual block) would be refused, as it is not on torch's. Small
+    # input: each op costs its call more than its pass over memory, so x − mean is kept for the
+    # backward (one op fewer there); large input: the backward recomputes it.
     keep = v.numel() <= _SLICE and not torch.compiler.is_compiling()
+    y = _fresh_for_view(x, v.dim() == 2, cdtype)
+    yv = _by_channel(y, rows=v.dim() == 2)  # a view of y: (M, C) or (N, C, L), as v
     if shift is not None and v.dim() == 2:  # (M, C): scale and shift in one pass
-        y = torch.addcmul(shift, centred, scale, out=None if keep else centred)
-    else:  # (N, C, L): two in-place passes beat one broadcast addcmul there
-        y = centred * _per_channel(scale, v) if keep else centred.mul_(_per_channel(scale, v))
+        torch.addcmul(shift, centred, scale, out=yv)
+    else:  # (N, C, L): two passes beat one broadcast addcmul there
+        torch.mul(centred, _per_channel(scale, v), out=yv)
         if shift is not None:
-            y = y.add_(_per_channel(shift, v))
-    return _cast(_from_view(y, x), x.dtype), mean, invstd, scale, centred if keep else None
+            yv.add_(_per_channel(shift, v))
+    return _cast(y, x.dtype), mean, invstd, scale, centred if keep else None
 
 
 def _update_running_stats(running_mean, running_var, mean, var, x, momentum: float) -> None:
