@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():  # in Jupyter without ipywidgets, tqdm.auto says so and uses text bars
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 from normlab import __version__
 from normlab._io import atomic_open, atomic_write_text
