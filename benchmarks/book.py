@@ -78,3 +78,107 @@ def train_ch6_epoch(net, train_iter, optimizer, device="cpu") -> tuple[float, fl
             metric[1] += accuracy(y_hat, y)
             metric[2] += X.shape[0]
     return metric[0], metric[1], metric[2]
+
+
+# ---------------------------------------------------------------- the seeds' BN-LeNet, as written
+# The study notes' from-scratch layer (d2l §8.5, seeds 000-002), verbatim but for the comments.
+
+def batch_norm(X, gamma, beta, moving_mean, moving_var, eps, momentum):
+    if not torch.is_grad_enabled():
+        X_hat = (X - moving_mean) / torch.sqrt(moving_var + eps)
+    else:
+        assert len(X.shape) in (2, 4)
+        if len(X.shape) == 2:
+            mean = X.mean(dim=0)
+            var = ((X - mean) ** 2).mean(dim=0)
+        else:
+            mean = X.mean(dim=(0, 2, 3), keepdim=True)
+            var = ((X - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+        X_hat = (X - mean) / torch.sqrt(var + eps)
+        moving_mean = momentum * moving_mean + (1.0 - momentum) * mean
+        moving_var = momentum * moving_var + (1.0 - momentum) * var
+    Y = gamma * X_hat + beta
+    return Y, moving_mean.data, moving_var.data
+
+
+class BatchNorm(nn.Module):
+    def __init__(self, num_features, num_dims):
+        super().__init__()
+        if num_dims == 2:
+            shape = (1, num_features)
+        else:
+            shape = (1, num_features, 1, 1)
+        self.gamma = nn.Parameter(torch.ones(shape))
+        self.beta = nn.Parameter(torch.zeros(shape))
+        self.moving_mean = torch.zeros(shape)
+        self.moving_var = torch.ones(shape)
+
+    def forward(self, X):
+        if self.moving_mean.device != X.device:
+            self.moving_mean = self.moving_mean.to(X.device)
+            self.moving_var = self.moving_var.to(X.device)
+        Y, self.moving_mean, self.moving_var = batch_norm(
+            X, self.gamma, self.beta, self.moving_mean,
+            self.moving_var, eps=1e-5, momentum=0.9)
+        return Y
+
+
+def seeds_bn_lenet() -> nn.Sequential:
+    """The seeds' BN-LeNet with their from-scratch BatchNorm."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, kernel_size=5), BatchNorm(6, num_dims=4), nn.Sigmoid(),
+        nn.AvgPool2d(kernel_size=2, stride=2),
+        nn.Conv2d(6, 16, kernel_size=5), BatchNorm(16, num_dims=4), nn.Sigmoid(),
+        nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
+        nn.Linear(16*4*4, 120), BatchNorm(120, num_dims=2), nn.Sigmoid(),
+        nn.Linear(120, 84), BatchNorm(84, num_dims=2), nn.Sigmoid(),
+        nn.Linear(84, 10))
+
+
+# ---------------------------------------------------------------- d2l's loader and train_ch6
+
+def load_data_fashion_mnist(batch_size, resize=None, num_workers=4):
+    """d2l.load_data_fashion_mnist: torchvision's per-sample dataset in DataLoaders with 4 workers."""
+    from normlab.data import FashionMNIST
+
+    train, test = FashionMNIST(train=True), FashionMNIST(train=False)
+    return (torch.utils.data.DataLoader(BookFashionMNIST(train.data, train.targets, resize), batch_size,
+                                        shuffle=True, num_workers=num_workers),
+            torch.utils.data.DataLoader(BookFashionMNIST(test.data, test.targets, resize), batch_size,
+                                        shuffle=False, num_workers=num_workers))
+
+
+def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
+    """d2l.train_ch6 as the book has it, less the Animator (in a script it only prints `<Figure>`)."""
+    from normlab.d2l import Accumulator, Timer, evaluate_accuracy_gpu  # the book's code, verbatim
+
+    def init_weights(m):
+        if type(m) == nn.Linear or type(m) == nn.Conv2d:  # noqa: E721
+            nn.init.xavier_uniform_(m.weight)
+    net.apply(init_weights)
+    print('training on', device)
+    net.to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    loss = nn.CrossEntropyLoss()
+    timer = Timer()
+    for epoch in range(num_epochs):
+        metric = Accumulator(3)
+        net.train()
+        for i, (X, y) in enumerate(train_iter):
+            timer.start()
+            optimizer.zero_grad()
+            X, y = X.to(device), y.to(device)
+            y_hat = net(X)
+            l = loss(y_hat, y)  # noqa: E741
+            l.backward()
+            optimizer.step()
+            with torch.no_grad():
+                metric.add(l * X.shape[0], accuracy(y_hat, y), X.shape[0])
+            timer.stop()
+            train_l = metric[0] / metric[2]
+            train_acc = metric[1] / metric[2]
+        test_acc = evaluate_accuracy_gpu(net, test_iter)
+    print(f'loss {train_l:.3f}, train acc {train_acc:.3f}, '
+          f'test acc {test_acc:.3f}')
+    print(f'{metric[2] * num_epochs / timer.sum():.1f} examples/sec '
+          f'on {str(device)}')

@@ -124,13 +124,14 @@ class Animator:
 
     In Jupyter the figure is redrawn in place, as the book's is. Anywhere else (a script, a
     terminal, CI) it is written to `path`, default `animator.png` in the working folder
-    (`animator-2.png` for the second Animator of a process, ...), atomically, at most once a
-    second while points arrive and once more when `flush()` is called or the process exits;
+    (`animator-2.png` for the second Animator of a process, ...), atomically, at most every
+    `save_every` seconds while points arrive and once more when `flush()` is called (train_ch6
+    does at its end) or the process exits;
     its path goes to stderr once, so stdout keeps the book's lines.
     """
 
     count = 0          # Animators made in this process: numbers the default file names
-    save_every = 1.0   # seconds between two PNG writes while points arrive
+    save_every = 5.0   # seconds between two PNG writes while points arrive (one costs ~65 ms)
 
     def __init__(self, xlabel=None, ylabel=None, legend=None, xlim=None, ylim=None, xscale="linear",
                  yscale="linear", fmts=("-", "m--", "g-.", "r:"), nrows=1, ncols=1, figsize=(3.5, 2.5),
