@@ -30,9 +30,9 @@ TYPO = {("002_cnns", 3): (AttributeError, "has no attribute 'ply'. Did you mean:
 # The blocks whose whole printout the note shows and no training changes: torch.mean's demo.
 EXACT = {("000_bn_recall", 0)}
 
-CLOSING = re.compile(r"training on cpu\n"
+CLOSING = re.compile(r"training on (cpu|cuda:0)\n"
                      r"loss \d\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}\n"
-                     r"\d+\.\d examples/sec on cpu\n")
+                     r"\d+\.\d examples/sec on \1\n")
 
 
 class FirstBatches:
