@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_loading.py
 	$(PY) benchmarks/norm_layers.py --quick
 	$(PY) benchmarks/training_throughput.py
+	$(PY) benchmarks/d2l_book.py
 	$(PY) benchmarks/distributed.py
 
 clean:
