@@ -19,7 +19,8 @@ What differs from the book, and why:
 - `Animator` draws live in Jupyter as the book's does; anywhere else it writes a PNG (see its
   docstring) instead of printing `<Figure ...>` lines, and never opens a window or blocks.
 - `train_ch6` plots every batch when an epoch has fewer than 5 batches, where the book's
-  `(i + 1) % (num_batches // 5)` divides by zero; every number it prints is the book's.
+  `(i + 1) % (num_batches // 5)` divides by zero, and refuses to train nothing (num_epochs < 1)
+  with a ValueError; every number it prints is the book's.
 - `Residual` normalizes with normlab's from-scratch `BatchNorm2d` (exact to torch's).
 """
 from __future__ import annotations
@@ -362,7 +363,16 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     last epoch's training averages) and 'N examples/sec on DEVICE'. That figure is the last
     epoch's example count × num_epochs over the time spent inside the training steps only:
     loading data and evaluating are not counted (the book's definition, kept).
+
+    Two departures, both where the book's code crashes: it plots every batch when an epoch has
+    fewer than 5 batches (the book computes `(i + 1) % (num_batches // 5)`, a division by
+    zero), and it refuses num_epochs < 1 or an empty train_iter with a ValueError (the book
+    ends in an UnboundLocalError on `train_l` after training nothing).
     """
+    if num_epochs < 1 or len(train_iter) == 0:
+        raise ValueError(f"train_ch6 needs num_epochs >= 1 and a train_iter with batches; got "
+                         f"num_epochs={num_epochs} and {len(train_iter)} batches")
+
     def init_weights(m):
         if type(m) == nn.Linear or type(m) == nn.Conv2d:  # noqa: E721 (the book's exact-type test)
             nn.init.xavier_uniform_(m.weight)

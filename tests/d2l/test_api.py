@@ -41,6 +41,10 @@ def test_signature_is_the_books(name):
     assert str(inspect.signature(getattr(d2l, name))).startswith(BOOK_SIGNATURES[name])
 
 
+# train_ch6 over 1 epoch sets xlim [1, 1], as the book's does; matplotlib widens it with a warning
+pytestmark = pytest.mark.filterwarnings("ignore:Attempting to set identical low and high xlims")
+
+
 @pytest.fixture(autouse=True)
 def headless(monkeypatch, tmp_path):
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -236,7 +240,7 @@ def book_train_ch6(net, train_iter, test_iter, num_epochs, lr):
             loss = nn.functional.cross_entropy(y_hat, y)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
             correct += float((y_hat.argmax(1) == y).sum())
             count += len(y)
     net.eval()
@@ -280,6 +284,14 @@ def test_train_ch6_plots_five_times_per_epoch_and_below_five_batches(monkeypatch
     assert made[-1].X[2] == [1, 2]                                              # test acc at epoch ends
     d2l.train_ch6(tiny_net(), *tiny_loaders(n_train=24, batch_size=8), 1, 0.1, "cpu")   # 3 batches
     assert made[-1].X[0] == pytest.approx([1 / 3, 2 / 3, 1.0])  # the book divides by 3 // 5 = 0 here
+
+
+@pytest.mark.parametrize("epochs, n_train", [(0, 40), (-1, 40), (1, 0)])
+def test_train_ch6_refuses_to_train_nothing(epochs, n_train):
+    """The book ends in UnboundLocalError on `train_l` here; a clear error instead."""
+    with pytest.raises(ValueError, match=r"train_ch6 needs num_epochs >= 1 and a train_iter with batches; "
+                                         rf"got num_epochs={epochs} and {-(-n_train // 8)} batches"):
+        d2l.train_ch6(tiny_net(), *tiny_loaders(n_train=n_train), epochs, 0.1, "cpu")
 
 
 def test_train_ch6_initializes_exactly_the_books_layer_types(monkeypatch):
