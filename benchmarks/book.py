@@ -81,25 +81,9 @@ def train_ch6_epoch(net, train_iter, optimizer, device="cpu") -> tuple[float, fl
 
 
 # ---------------------------------------------------------------- the seeds' BN-LeNet, as written
-# The study notes' from-scratch layer (d2l §8.5, seeds 000-002), verbatim but for the comments.
-
-def batch_norm(X, gamma, beta, moving_mean, moving_var, eps, momentum):
-    if not torch.is_grad_enabled():
-        X_hat = (X - moving_mean) / torch.sqrt(moving_var + eps)
-    else:
-        assert len(X.shape) in (2, 4)
-        if len(X.shape) == 2:
-            mean = X.mean(dim=0)
-            var = ((X - mean) ** 2).mean(dim=0)
-        else:
-            mean = X.mean(dim=(0, 2, 3), keepdim=True)
-            var = ((X - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
-        X_hat = (X - mean) / torch.sqrt(var + eps)
-        moving_mean = momentum * moving_mean + (1.0 - momentum) * mean
-        moving_var = momentum * moving_var + (1.0 - momentum) * var
-    Y = gamma * X_hat + beta
-    return Y, moving_mean.data, moving_var.data
-
+# The study notes' from-scratch layer (d2l §8.5, seeds 000-002), verbatim but for the comments;
+# its function is the book's, which normlab keeps as written.
+from normlab.nn.batchnorm import d2l_batch_norm as batch_norm  # noqa: E402
 
 class BatchNorm(nn.Module):
     def __init__(self, num_features, num_dims):
@@ -135,7 +119,7 @@ def seeds_bn_lenet() -> nn.Sequential:
         nn.Linear(84, 10))
 
 
-# ---------------------------------------------------------------- d2l's loader and train_ch6
+# ---------------------------------------------------------------- d2l's loader
 
 def load_data_fashion_mnist(batch_size, resize=None, num_workers=4):
     """d2l.load_data_fashion_mnist: torchvision's per-sample dataset in DataLoaders with 4 workers."""
@@ -146,39 +130,3 @@ def load_data_fashion_mnist(batch_size, resize=None, num_workers=4):
                                         shuffle=True, num_workers=num_workers),
             torch.utils.data.DataLoader(BookFashionMNIST(test.data, test.targets, resize), batch_size,
                                         shuffle=False, num_workers=num_workers))
-
-
-def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
-    """d2l.train_ch6 as the book has it, less the Animator (in a script it only prints `<Figure>`)."""
-    from normlab.d2l import Accumulator, Timer, evaluate_accuracy_gpu  # the book's code, verbatim
-
-    def init_weights(m):
-        if type(m) == nn.Linear or type(m) == nn.Conv2d:  # noqa: E721
-            nn.init.xavier_uniform_(m.weight)
-    net.apply(init_weights)
-    print('training on', device)
-    net.to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-    loss = nn.CrossEntropyLoss()
-    timer = Timer()
-    for epoch in range(num_epochs):
-        metric = Accumulator(3)
-        net.train()
-        for i, (X, y) in enumerate(train_iter):
-            timer.start()
-            optimizer.zero_grad()
-            X, y = X.to(device), y.to(device)
-            y_hat = net(X)
-            l = loss(y_hat, y)  # noqa: E741
-            l.backward()
-            optimizer.step()
-            with torch.no_grad():
-                metric.add(l * X.shape[0], accuracy(y_hat, y), X.shape[0])
-            timer.stop()
-            train_l = metric[0] / metric[2]
-            train_acc = metric[1] / metric[2]
-        test_acc = evaluate_accuracy_gpu(net, test_iter)
-    print(f'loss {train_l:.3f}, train acc {train_acc:.3f}, '
-          f'test acc {test_acc:.3f}')
-    print(f'{metric[2] * num_epochs / timer.sum():.1f} examples/sec '
-          f'on {str(device)}')

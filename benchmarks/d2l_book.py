@@ -1,12 +1,13 @@
 """The seeds' BN-LeNet code, unchanged, on `normlab.d2l` against the book's own pipeline.
 
 Both sides run the study notes' code: their from-scratch BatchNorm in LeNet, then
-`train_ch6(net, train_iter, test_iter, num_epochs, 1.0, device)` on batches of 256.
+`d2l.train_ch6(net, train_iter, test_iter, num_epochs, 1.0, device)` on batches of 256; train_ch6
+is the book's loop on both (its Animator writes animator.png, as it does outside Jupyter). What
+differs is where the batches come from:
 
-    (n) normlab.d2l   `from normlab import d2l`: d2l.load_data_fashion_mnist, d2l.train_ch6
-                      (its Animator writes animator.png, as it does outside Jupyter)
-    (b) book          d2l's pipeline (benchmarks/book.py): per-sample dataset with ToTensor in a
-                      DataLoader with 4 workers, and train_ch6 without its Animator
+    (n) normlab.d2l   d2l.load_data_fashion_mnist: normlab's in-memory loader
+    (b) book          d2l's own loader (benchmarks/book.py): the per-sample dataset with
+                      ToTensor in a DataLoader with 4 workers
 
 After one untimed call of each, one round is one call of each with num_epochs=1 (an epoch of 60,000 images and the test pass);
 the variants alternate, and the medians are reported. Two figures per variant:
@@ -36,7 +37,7 @@ import torch
 from normlab import d2l
 
 
-def run(train_ch6, loaders, device) -> tuple[float, float]:
+def run(loaders, device) -> tuple[float, float]:
     """One train_ch6 call of one epoch on the seeds' BN-LeNet: (wall examples/sec, printed examples/sec)."""
     torch.manual_seed(0)
     net = book.seeds_bn_lenet()
@@ -45,7 +46,7 @@ def run(train_ch6, loaders, device) -> tuple[float, float]:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(out):
-        train_ch6(net, *loaders, 1, 1.0, device)
+        d2l.train_ch6(net, *loaders, 1, 1.0, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
@@ -62,15 +63,15 @@ def main() -> None:
     device = torch.device(args.device) if args.device else d2l.try_gpu()
     os.chdir(tempfile.mkdtemp(prefix="d2l-bench-"))  # where the Animator's PNG goes
 
-    variants = {"(n) normlab.d2l": (d2l.train_ch6, d2l.load_data_fashion_mnist(256)),
-                "(b) book": (book.train_ch6, book.load_data_fashion_mnist(256))}
+    variants = {"(n) normlab.d2l": d2l.load_data_fashion_mnist(256),
+                "(b) book": book.load_data_fashion_mnist(256)}
     wall: dict[str, list[float]] = {name: [] for name in variants}
     printed: dict[str, list[float]] = {name: [] for name in variants}
-    for train_ch6, loaders in variants.values():  # untimed: CUDA and cuDNN set-up, first worker start
-        run(train_ch6, loaders, device)
+    for loaders in variants.values():  # untimed: CUDA and cuDNN set-up, first worker start
+        run(loaders, device)
     for r in range(args.rounds):
-        for name, (train_ch6, loaders) in variants.items():
-            w, p = run(train_ch6, loaders, device)
+        for name, loaders in variants.items():
+            w, p = run(loaders, device)
             wall[name].append(w)
             printed[name].append(p)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in wall.items()),
