@@ -2,7 +2,7 @@
 `from normlab import d2l` and the code of the CNN and batch-norm chapters runs as written.
 
 Every name those chapters use is here with d2l's signature, defaults and printed lines
-(d2l.ai, `d2l/torch.py`; the chapter that defines each is in its docstring):
+(d2l.ai, `d2l/torch.py`; each section below names the book's section that defines it):
 
     data      load_data_fashion_mnist, get_fashion_mnist_labels, load_array
     devices   try_gpu, try_all_gpus, cpu, gpu, num_gpus
