@@ -8,7 +8,7 @@ Every name those chapters use is here with d2l's signature, defaults and printed
     devices   try_gpu, try_all_gpus, cpu, gpu, num_gpus
     training  Timer, Accumulator, accuracy, evaluate_accuracy_gpu, train_ch6
     plots     Animator, plt, set_figsize, use_svg_display, set_axes, plot
-    models    Residual
+    models    corr2d, Residual
 
 What differs from the book, and why:
 - The data comes from normlab's verified in-memory loader (normlab.data): no torchvision, every
@@ -41,7 +41,7 @@ from normlab.data import DataError, TensorLoader, load_fashion_mnist
 from normlab.nn import BatchNorm2d
 
 __all__ = [
-    "Accumulator", "Animator", "Residual", "Timer", "accuracy", "cpu", "evaluate_accuracy_gpu",
+    "Accumulator", "Animator", "Residual", "Timer", "accuracy", "corr2d", "cpu", "evaluate_accuracy_gpu",
     "get_fashion_mnist_labels", "gpu", "load_array", "load_data_fashion_mnist", "num_gpus", "plot",
     "plt", "set_axes", "set_figsize", "train_ch6", "try_all_gpus", "try_gpu", "use_svg_display",
 ]
@@ -413,7 +413,17 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
           f"on {str(device)}")
 
 
-# ---------------------------------------------------------------- models (§8.6)
+# ---------------------------------------------------------------- models (§6.2, §8.6)
+
+def corr2d(X, K):
+    """Compute 2D cross-correlation: the book's two loops, one output element at a time."""
+    h, w = K.shape
+    Y = torch.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1))
+    for i in range(Y.shape[0]):
+        for j in range(Y.shape[1]):
+            Y[i, j] = (X[i:i + h, j:j + w] * K).sum()
+    return Y
+
 
 class Residual(nn.Module):
     """The Residual block of ResNet models: relu(bn2(conv2(relu(bn1(conv1(X))))) + shortcut(X)),

@@ -31,6 +31,7 @@ BOOK_SIGNATURES = {
     "Animator": "(xlabel=None, ylabel=None, legend=None, xlim=None, ylim=None, xscale='linear', "
                 "yscale='linear', fmts=('-', 'm--', 'g-.', 'r:'), nrows=1, ncols=1, figsize=(3.5, 2.5)",
     "Residual": "(input_channels, num_channels, use_1x1conv=False, strides=1)",
+    "corr2d": "(X, K)",
     "Accumulator": "(n)", "Timer": "()",
 }
 
@@ -315,7 +316,14 @@ def test_evaluate_accuracy_gpu_sets_eval_mode_and_counts():
     assert acc == expected
 
 
-# ---------------------------------------------------------------- Residual
+# ---------------------------------------------------------------- models
+
+def test_corr2d_is_cross_correlation():
+    X, K = torch.arange(9.0).reshape(3, 3), torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    assert d2l.corr2d(X, K).tolist() == [[19.0, 25.0], [37.0, 43.0]]  # the book's worked example
+    X, K = torch.randn(6, 8), torch.randn(2, 3)
+    torch.testing.assert_close(d2l.corr2d(X, K), nn.functional.conv2d(X[None, None], K[None, None])[0, 0])
+
 
 @pytest.mark.parametrize("args, shape", [((3, 3), (4, 3, 6, 6)), ((3, 6, True, 2), (4, 6, 3, 3))])
 def test_residual_is_the_books_block(args, shape):
