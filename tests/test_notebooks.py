@@ -85,6 +85,7 @@ def test_bn_studies(tmp_path, monkeypatch):
     cells = execute("04_bn_studies", tmp_path, monkeypatch)
     assert "4 runs" in text(cells[1])
     report = cells[2].outputs[0]["data"]["text/markdown"]
+    assert "Spec: notebooks/04_bn_studies.ipynb" in report and "![" not in report  # the plots come next
     for variant in ("all_bn", "no_bn", "bn_2_4", "conv_bn_fc_dropout"):
         assert f"| {variant} " in report or f"{variant} |" in report, report
     assert shown(cells[3], "image/png")
