@@ -19,18 +19,13 @@ import hashlib
 import http.client
 import os
 import urllib.request
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import TqdmWarning
-
-with warnings.catch_warnings():  # in Jupyter without ipywidgets, tqdm.auto says so and uses text bars
-    warnings.simplefilter("ignore", TqdmWarning)
-    from tqdm.auto import tqdm
 
 from normlab._io import atomic_open
+from normlab._tqdm import tqdm
 from normlab.data.idx import CorruptFileError, DataError, decompress, parse_idx
 from normlab.data.loader import ImageTransform, TensorLoader
 

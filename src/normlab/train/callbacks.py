@@ -17,14 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import TqdmWarning
-
-with warnings.catch_warnings():  # in Jupyter without ipywidgets, tqdm.auto says so and uses text bars
-    warnings.simplefilter("ignore", TqdmWarning)
-    from tqdm.auto import tqdm
 
 from normlab import __version__
 from normlab._io import atomic_open, atomic_write_text
+from normlab._tqdm import tqdm
 from normlab.train import config as config_mod
 
 
