@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlab.nn.batchnorm import d2l_batch_norm as batch_norm
+
 try:
     from PIL import Image
 except ImportError:  # pillow comes with matplotlib (the [plot] extra)
@@ -82,8 +84,7 @@ def train_ch6_epoch(net, train_iter, optimizer, device="cpu") -> tuple[float, fl
 
 # ---------------------------------------------------------------- the seeds' BN-LeNet, as written
 # The study notes' from-scratch layer (d2l §8.5, seeds 000-002), verbatim but for the comments;
-# its function is the book's, which normlab keeps as written.
-from normlab.nn.batchnorm import d2l_batch_norm as batch_norm  # noqa: E402
+# its function `batch_norm` is the book's, which normlab keeps as written (imported above).
 
 class BatchNorm(nn.Module):
     def __init__(self, num_features, num_dims):

@@ -157,7 +157,7 @@ class Animator:
         Animator.count += 1
         name = path or ("animator.png" if Animator.count == 1 else f"animator-{Animator.count}.png")
         self.path = os.path.abspath(name)  # the folder it was made in, even if the program moves on
-        self._saved_at, self._dirty, self._announced = -float("inf"), False, False
+        self._saved_at, self._dirty = -float("inf"), False  # never saved yet, nothing to save
         if not self.live:
             _unsaved.add(self)
 
@@ -196,15 +196,12 @@ class Animator:
         """Write the PNG now if points came since the last write (outside Jupyter)."""
         if self.live or not self._dirty:
             return
-        from normlab._io import atomic_open
+        from normlab.train.plots import save_figure  # atomic PNG, as every normlab figure
         self._draw()
-        with atomic_open(self.path, "wb") as f:
-            self.fig.savefig(f, format="png", bbox_inches="tight")
+        save_figure(self.fig, self.path)
+        if self._saved_at == -float("inf"):  # the first write: say where the plot is, once
+            print(f"d2l.Animator: no notebook to draw in; the plot is in {self.path}", file=sys.stderr)
         self._saved_at, self._dirty = time.monotonic(), False
-        if not self._announced:
-            print(f"d2l.Animator: no notebook to draw in; the plot is in {self.path}",
-                  file=sys.stderr)
-            self._announced = True
 
 
 _unsaved: weakref.WeakSet[Animator] = weakref.WeakSet()

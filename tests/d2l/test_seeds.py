@@ -94,7 +94,7 @@ def check(block, printed, error):
 
 
 @pytest.mark.parametrize("note", ["000_bn_recall.md", "001_batch_norm.md", "002_cnns.md"])
-def test_note_runs_on_normlab(note, book_scale, capsys):
+def test_note_runs_on_normlab(note, book_scale):
     trainings = 0
     for block, printed, error in run_note(note):
         check(block, printed, error)
