@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 import math
 
 import pytest
@@ -169,3 +170,78 @@ def test_layer_norm_invariants():
     y = nl.LayerNorm(7, eps=0.0, dtype=torch.float64)(x)
     assert_close(y.mean(-1), torch.zeros(5, dtype=torch.float64), "row means")
     assert_close(y.var(-1, correction=0), torch.ones(5, dtype=torch.float64), "row variances")
+
+
+# --- empty and zero-size input (issue 16) -------------------------------------------------
+
+EMPTY_CASES = [
+    (nl.LayerNorm, torch.nn.LayerNorm, (5,), (0, 5)),
+    (nl.LayerNorm, torch.nn.LayerNorm, (5,), (3, 0, 5)),
+    (nl.LayerNorm, torch.nn.LayerNorm, ((2, 3),), (0, 2, 3)),
+    (nl.LayerNorm, torch.nn.LayerNorm, (0,), (3, 0)),
+    (nl.GroupNorm, torch.nn.GroupNorm, (2, 4), (0, 4)),
+    (nl.GroupNorm, torch.nn.GroupNorm, (2, 4), (0, 4, 3, 3)),
+    (nl.GroupNorm, torch.nn.GroupNorm, (2, 4), (2, 4, 0, 3)),
+    (nl.GroupNorm, torch.nn.GroupNorm, (4, 4), (2, 4, 3, 0, 2)),
+    (nl.InstanceNorm1d, torch.nn.InstanceNorm1d, (4,), (0, 4, 3)),
+    (nl.InstanceNorm1d, torch.nn.InstanceNorm1d, (4,), (2, 4, 0)),
+    (nl.InstanceNorm1d, torch.nn.InstanceNorm1d, (4,), (4, 0)),  # unbatched
+    (nl.InstanceNorm2d, torch.nn.InstanceNorm2d, (4,), (0, 4, 3, 3)),
+    (nl.InstanceNorm2d, torch.nn.InstanceNorm2d, (4,), (2, 4, 0, 3)),
+    (nl.InstanceNorm3d, torch.nn.InstanceNorm3d, (4,), (0, 4, 2, 2, 2)),
+    (nl.InstanceNorm3d, torch.nn.InstanceNorm3d, (4,), (2, 4, 2, 0, 2)),
+]
+INSTANCE_FLAGS = [dict(), dict(affine=True), dict(affine=True, track_running_stats=True)]
+
+
+def empty_cases():
+    for ours_cls, torch_cls, args, shape in EMPTY_CASES:
+        flags = INSTANCE_FLAGS if issubclass(ours_cls, torch.nn.modules.instancenorm._InstanceNorm) \
+            else [dict()]
+        for kw in flags:
+            for train in (True, False):
+                yield pytest.param(ours_cls, torch_cls, args, kw, shape, train,
+                                   id=f"{ours_cls.__name__}{args}-{kw}-{shape}-{'train' if train else 'eval'}")
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,args,kw,shape,train", list(empty_cases()))
+def test_empty_input_behaves_as_torch(ours_cls, torch_cls, args, kw, shape, train):
+    """An empty batch (N = 0) or a zero-size dim gives an empty output, an empty input gradient,
+    zero gradients for γ and β (sums over no values), unchanged buffers and no warning; torch's
+    layer gives the same, except in two cases where torch breaks and normlab departs from it:
+    InstanceNorm with affine or running statistics on N = 0 (torch: an internal "IndexError:
+    select(): index 0 out of range") and GroupNorm's γ gradient with a zero-size spatial dim
+    (torch: NaN, a mean over no values)."""
+    g = torch.Generator().manual_seed(0)
+    ours, ref = twins(ours_cls, torch_cls, args, kw, torch.float32, g)
+    ours.train(train), ref.train(train)
+    before = {name: b.clone() for name, b in ours.named_buffers()}
+    x, dy = torch.randn(shape), torch.randn(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = one_step(ours, x, dy)
+    expected = {"output": torch.empty(shape), "input grad": torch.zeros(shape),
+                **{f"{name} grad": torch.zeros_like(p) for name, p in ours.named_parameters()}, **before}
+    assert set(result) == set(expected)
+    for key in expected:
+        assert_close(result[key], expected[key], key)
+    torch_breaks = shape[0] == 0 and (kw.get("affine") or kw.get("track_running_stats"))
+    if torch_breaks:
+        with pytest.raises(IndexError, match="select"):
+            ref(x)
+        return
+    theirs = one_step(ref, x, dy)
+    if ours_cls is nl.GroupNorm and 0 in shape[2:]:
+        assert theirs["weight grad"].isnan().all()
+        theirs["weight grad"] = expected["weight grad"]
+    for key in theirs:
+        assert_close(result[key], theirs[key], f"against torch: {key}")
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5), (2, 4, 0), (2, 0, 5)])
+def test_empty_input_functional_forms(shape):
+    from normlab.nn import functional as F
+    x = torch.randn(shape)
+    for name, args in (("layer_norm", ((5,) if shape[-1] == 5 else (0,),)), ("group_norm", (1,)),
+                       ("instance_norm", ())):
+        assert_close(getattr(F, name)(x, *args), getattr(torch.nn.functional, name)(x, *args), name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import warnings
 from statistics import NormalDist
 
 import pytest
@@ -672,3 +673,31 @@ def test_batch_too_small_for_a_covariance():
 def test_one_value_per_channel_in_training(name):
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         nl.create_norm(name, 4, dim=1)(torch.randn(1, 4))
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(0, 4), (0, 4, 3, 3), (2, 4, 0, 3)])
+@pytest.mark.parametrize("name", RESEARCH)
+def test_empty_input_as_torch_batch_norm(name, shape, train):
+    """An empty batch or a zero-size dim: what torch's BatchNorm does with one. The output is
+    empty, the input gradient too, γ and β get zero gradients, the running statistics stay (only
+    num_batches_tracked counts the batch, as torch's does), and nothing warns."""
+    dim = 1 if len(shape) == 2 else 2
+    layer = nl.create_norm(name, 4, dim=dim).train(train)
+    reference = TORCH_BN[len(shape)](4).train(train)
+    before = {n: b.clone() for n, b in layer.named_buffers()}
+    x = torch.randn(shape, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = layer(x)
+        y.backward(torch.randn(shape))
+    assert y.shape == shape and y.dtype == x.dtype
+    assert torch.equal(x.grad, torch.zeros(shape))
+    for n, p in layer.named_parameters():
+        if n in ("weight", "bias"):
+            assert torch.equal(p.grad, torch.zeros_like(p)), n
+    reference(torch.randn(shape))
+    counted = int(reference.num_batches_tracked)
+    for n, b in layer.named_buffers():
+        expected = before[n] + counted if n == "num_batches_tracked" else before[n]
+        assert torch.equal(b, expected), n

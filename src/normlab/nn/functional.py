@@ -96,6 +96,12 @@ def _fresh_for_view(x: Tensor, rows: bool, dtype: torch.dtype) -> Tensor:
     return torch.empty_strided(x.shape, strides, dtype=dtype, device=x.device)
 
 
+def _values_per_channel(t: Tensor) -> int:
+    """M = N·∏spatial, the values per channel of t (N, C, *) or of its view; 0 when t is empty,
+    also with no channels at all (an empty batch of layer or group norm: C = N·G = 0)."""
+    return t.numel() // t.shape[1] if t.shape[1] else 0
+
+
 def _per_channel(p: Tensor, v: Tensor) -> Tensor:
     """(C,) shaped to broadcast against the view v: (C,) against (M, C), (C, 1) against (N, C, L)."""
     return p if v.dim() == 2 else p.unsqueeze(1)
@@ -142,8 +148,7 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 
 def _view_stats(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per-channel mean, biased variance, and the full-size v − mean, for the view v."""
-    C = v.shape[1]
-    M = v.numel() // C
+    C, M = v.shape[1], _values_per_channel(v)
     if M == 0:  # empty batch: nothing to average (the caller leaves the running stats alone)
         return v.new_zeros(C), v.new_ones(C), v.clone()
     mean = _sum(v, mean=True)
@@ -179,7 +184,7 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, momen
         return _cast(y, x.dtype), mean, invstd, scale, None
     v = _by_channel(xc)
     mean, var, centred = _view_stats(v)
-    _lerp_running_stats(running_mean, running_var, mean, var, v.numel() // v.shape[1], momentum)
+    _lerp_running_stats(running_mean, running_var, mean, var, _values_per_channel(v), momentum)
     invstd = (var + eps).rsqrt_()
     scale = invstd if weight is None else _cast(weight, cdtype) * invstd
     shift = None if bias is None else _cast(bias, cdtype)
@@ -203,7 +208,7 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, momen
 def _update_running_stats(running_mean, running_var, mean, var, x, momentum: float) -> None:
     """running ← (1 − momentum)·running + momentum·batch value, in place (a lerp); the running
     variance takes the unbiased variance var·M/(M − 1). An empty batch changes nothing."""
-    _lerp_running_stats(running_mean, running_var, mean, var, x.numel() // x.shape[1], momentum)
+    _lerp_running_stats(running_mean, running_var, mean, var, _values_per_channel(x), momentum)
 
 
 def _lerp_running_stats(running_mean, running_var, mean, var, M: int, momentum: float) -> None:
@@ -326,7 +331,7 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, scale, training, needs,
     cdtype = mean.dtype
     v = _by_channel(x)
     dyv = _by_channel(_cast(dy, cdtype), rows=v.dim() == 2)  # laid out as x is
-    M = v.numel() // v.shape[1] if count is None else count
+    M = _values_per_channel(v) if count is None else count
     sum_dy = _sum(dyv)
     dx = sum_dy_xhat = None
     in_place = not torch.is_grad_enabled()  # False when differentiating this backward
@@ -454,10 +459,10 @@ def instance_norm(input: Tensor, running_mean: Tensor | None = None,
     rm, rv = per_instance(running_mean), per_instance(running_var)
     y = _batch_norm(x, rm, rv, per_instance(weight), per_instance(bias),
                     use_input_stats, momentum, eps)
-    with torch.no_grad():
-        if use_input_stats and running_mean is not None:
+    with torch.no_grad():  # an empty batch leaves them alone, as batch norm's
+        if use_input_stats and running_mean is not None and N > 0:
             running_mean.copy_(rm.view(N, C).mean(0))
-        if use_input_stats and running_var is not None:
+        if use_input_stats and running_var is not None and N > 0:
             running_var.copy_(rv.view(N, C).mean(0))
     return y.view(input.shape)
 

@@ -195,15 +195,26 @@ class _ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features, **like)) if affine else None
 
     def _check_input(self, input: Tensor) -> int:
-        """M, the values per channel; a training batch needs at least two (as batch norm does)."""
+        """M, the values per channel; a training batch must not have exactly one (torch's rule
+        for batch norm: its variance is undefined; an empty batch is allowed)."""
         if input.dim() < 2 or input.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__} expects input (N, {self.num_features}, *), "
                              f"got {tuple(input.shape)}")
         M = input.numel() // self.num_features
-        if self.training and M < 2:
+        if self.training and M == 1:
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
                              f"training, got input size {tuple(input.shape)}")
         return M
+
+    def forward(self, input: Tensor) -> Tensor:
+        M = self._check_input(input)
+        if M == 0:  # an empty batch: nothing to normalize, the running statistics stay (as
+            return self._affine(input.clone())  # batch norm's); γ and β get zero gradients
+        return self._normalize(input, M)
+
+    def _normalize(self, input: Tensor, M: int) -> Tensor:
+        """The layer on checked, non-empty input (N, C, *) with M values per channel."""
+        raise NotImplementedError
 
     def _affine(self, y: Tensor) -> Tensor:
         if self.weight is None:
@@ -228,8 +239,7 @@ class BatchMeanOnly(_ChannelNorm):
         super().__init__(num_features, momentum, affine, device, dtype)
         self.register_buffer("running_mean", torch.zeros(num_features, device=device, dtype=dtype))
 
-    def forward(self, input: Tensor) -> Tensor:
-        self._check_input(input)
+    def _normalize(self, input: Tensor, M: int) -> Tensor:
         if self.training:
             mean = input.mean(_reduce_dims(input))
             with torch.no_grad():
@@ -254,8 +264,7 @@ class BatchVarOnly(_ChannelNorm):
         self.eps = eps
         self.register_buffer("running_var", torch.ones(num_features, device=device, dtype=dtype))
 
-    def forward(self, input: Tensor) -> Tensor:
-        self._check_input(input)
+    def _normalize(self, input: Tensor, M: int) -> Tensor:
         if self.training:
             var = input.var(_reduce_dims(input), correction=0)
             with torch.no_grad():
@@ -297,8 +306,7 @@ class SwitchableNorm(_ChannelNorm):
         self.register_buffer("running_mean", torch.zeros(num_features, **like))
         self.register_buffer("running_var", torch.ones(num_features, **like))
 
-    def forward(self, input: Tensor) -> Tensor:
-        self._check_input(input)
+    def _normalize(self, input: Tensor, M: int) -> Tensor:
         if self.instance and input.dim() == 2:
             raise ValueError("SwitchableNorm: on (N, C) vectors each sample has one value per channel, "
                              "so the instance variance is 0; build it with instance=False "
@@ -360,8 +368,7 @@ class _GroupWhitening(_ChannelNorm):
     def _check_batch(self, input: Tensor, M: int) -> None:
         """Batch-size rules of the subclass beyond the two values per channel of every layer."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        M = self._check_input(input)
+    def _normalize(self, input: Tensor, M: int) -> Tensor:
         xg = _by_channel(input).view(self.num_groups, self.group_size, M)  # (G, g, M)
         if self.training:
             self._check_batch(input, M)
@@ -592,8 +599,7 @@ class RankGaussNorm(_ChannelNorm):
         self.register_buffer("running_quantiles",
                              torch.special.ndtri(probabilities).to(**like).repeat(num_features, 1))
 
-    def forward(self, input: Tensor) -> Tensor:
-        M = self._check_input(input)
+    def _normalize(self, input: Tensor, M: int) -> Tensor:
         rows = _by_channel(input)  # (C, M)
         if self.training:
             z, sorted_rows = _RankGaussFunction.apply(rows)
