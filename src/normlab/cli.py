@@ -176,7 +176,7 @@ def cmd_train(args) -> int:
 def _train_in_group(args, config, out, replica) -> int:
     """cmd_train's run, inside the process group."""
     from normlab.train.callbacks import StopOnSignal
-    from normlab.train.loop import NonFiniteLossError
+    from normlab.train.loop import DivergenceError
 
     out = out or Path(args.out or run_mod().default_out(config))
     say = print if replica.is_main else (lambda *a, **k: None)  # rank 0 speaks for the job
@@ -189,7 +189,7 @@ def _train_in_group(args, config, out, replica) -> int:
         try:
             status, trainer = run_mod().run(config, out, resume=args.resume, quiet=args.quiet,
                                             extra_callbacks=[stop] + printer)
-        except (NonFiniteLossError, RankLostError) as e:
+        except (DivergenceError, RankLostError) as e:
             kept = (f"The last good checkpoint is {out / 'checkpoint.pt'}." if (out / "checkpoint.pt").is_file()
                     else "No epoch had finished, so there is no checkpoint to keep.")
             # a lost rank is told by every survivor (each saw its own failure); a divergence once, by rank 0
@@ -201,9 +201,18 @@ def _train_in_group(args, config, out, replica) -> int:
         return 130
     if replica.is_main:
         _print_book_lines(trainer)
-        stats = ", stats.jsonl; look inside with: normlab inspect " + str(out) if config.train.record_stats else ""
-        print(f"run directory: {out} (curves.png, metrics.jsonl, checkpoint.pt, config.toml, summary.json{stats})")
+        print(f"run directory: {out} ({', '.join(_run_files(out))})")
+        if (out / "stats.jsonl").is_file():
+            print(f"look inside with: normlab inspect {out}")
     return 0
+
+
+RUN_FILES = ("curves.png", "metrics.jsonl", "checkpoint.pt", "config.toml", "summary.json", "stats.jsonl")
+
+
+def _run_files(out: Path) -> list[str]:
+    """The files a run writes that `out` holds: curves.png is missing without matplotlib."""
+    return [name for name in RUN_FILES if (out / name).is_file()]
 
 
 def _print_book_lines(trainer) -> None:

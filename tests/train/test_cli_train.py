@@ -38,7 +38,8 @@ def test_run_directory_has_everything_and_the_book_lines(tmp_path, capsys):
     lines = printed.strip().splitlines()
     m = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert lines[-3] == f"loss {m['train_loss']:.3f}, train acc {m['train_acc']:.3f}, test acc {m['test_acc']:.3f}"
-    assert lines[-2].endswith(" examples/sec on cpu") and str(out) in lines[-1]
+    assert lines[-2].endswith(" examples/sec on cpu")
+    assert lines[-1] == f"run directory: {out} (curves.png, metrics.jsonl, checkpoint.pt, config.toml, summary.json)"
     config = c.load(out / "config.toml")  # the fully resolved config reads back
     assert (config.model.name, config.optim.lr, config.train.epochs, config.data.train_subset) == ("lenet_bn", 1.0, 2, 1024)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -95,6 +96,45 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and "Lower the learning rate" in summary["error"]
+
+
+def test_closing_line_names_only_the_files_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the [plot] extra were not installed
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="matplotlib is not installed, so no curves.png is drawn"):
+        assert main(["train", "lenet_bn", "--epochs", "1", "--out", str(out), *SMALL]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"run directory: {out} (metrics.jsonl, checkpoint.pt, config.toml, summary.json)"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.toml", "metrics.jsonl", "summary.json"]
+
+
+def test_a_finite_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    class BlowUpAfterFirstEpoch:  # logits ×1e4: a finite loss far above the first step's, no NaN
+        def on_epoch_end(self, trainer, metrics):
+            with torch.no_grad():
+                trainer.model[-1].weight.mul_(1e4)
+
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match=r"the loss rose to \S+, above the divergence bound .* at epoch 2, step 1 "):
+        run(small_config(epochs=3), out, quiet=True, extra_callbacks=[BlowUpAfterFirstEpoch()])
+    state = load_checkpoint(out / "checkpoint.pt", "lenet_bn")
+    assert state["epoch"] == 1 and state["model"]["12.weight"].abs().max() < 100, "the epoch-1 weights"
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_huge_learning_rate_diverges_without_nan(tmp_path, capsys):
+    """The issue's case: LeNet's sigmoids saturate at lr 1e12, so the loss stays finite (1e13)
+    where it used to exit 0 with test acc 0.100; now the bound stops it, exit 1."""
+    out = tmp_path / "r"
+    argv = ["train", "lenet", "--lr", "1e12", "--epochs", "1", "--out", str(out), *SMALL]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"normlab: error: the loss rose to \S+, above the divergence bound \S+ \(100 × the first "
+                     r"step's loss 2\.\d+; train.diverge_factor\), at epoch 1, step \d+ \(lr 1e\+12\)", err), err
+    assert "No epoch had finished, so there is no checkpoint to keep." in err
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
+    argv[argv.index(str(out))] = str(tmp_path / "unbounded")
+    assert main([*argv, "--set", "diverge_factor=0"]) == 0, "without the bound the run 'finishes'"
 
 
 def test_divergence_exit_code_and_message(tmp_path, capsys):

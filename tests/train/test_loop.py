@@ -1,11 +1,12 @@
 import math
+import re
 
 import pytest
 import torch
 from torch import nn
 
 from normlab.data import TensorLoader, load_poly_regression
-from normlab.train import Interrupted, NonFiniteLossError, Trainer, train
+from normlab.train import ConfigError, DivergenceError, Interrupted, Trainer, train
 from normlab.train.loop import init_weights, lr_factor, make_optimizer, resolve_device
 from trainer_helpers import StopAt, roundtrip
 
@@ -109,9 +110,75 @@ def test_nan_loss_stops_with_epoch_step_and_hint(loaders, config):
             y = self.linear(x.flatten(1))
             return y * float("nan") if self.calls == 3 else y
 
-    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at epoch 1, step 3 \(lr 0.1\).*"
-                                                 r"last good checkpoint was kept\. Lower the learning rate"):
+    with pytest.raises(DivergenceError, match=r"the loss became nan at epoch 1, step 3 \(lr 0.1\).*"
+                                                 r"the run stopped before this step's update\. Lower the learning rate"):
         train(NanAtStep3(), *loaders(), config())
+
+
+class ScaledAtStep(nn.Module):
+    """A linear model whose logits are multiplied by `factor` from call `step` on: a finite loss
+    far above the first step's, as saturated sigmoids give at a huge learning rate."""
+
+    def __init__(self, step: int, factor: float):
+        super().__init__()
+        self.linear, self.calls, self.step, self.factor = nn.Linear(64, 4), 0, step, factor
+
+    def forward(self, x):
+        self.calls += 1 if self.training else 0
+        y = self.linear(x.flatten(1))
+        return y * self.factor if self.training and self.calls >= self.step else y
+
+
+class WeightsAfterEachStep:
+    def __init__(self):
+        self.weights = []
+
+    def on_step_end(self, trainer):
+        self.weights.append(trainer.model.linear.weight.detach().clone())
+
+
+def test_a_finite_loss_far_above_the_first_is_divergence(loaders, config):
+    model, seen = ScaledAtStep(step=3, factor=1e4), WeightsAfterEachStep()
+    with pytest.raises(DivergenceError) as err:
+        train(model, *loaders(), config(), callbacks=[seen])
+    message = str(err.value)
+    first = re.search(r"100 × the first step's loss (\S+); train.diverge_factor\)", message)
+    assert first and float(first[1]) == pytest.approx(math.log(4), rel=0.2), message
+    assert re.match(r"the loss rose to \S+, above the divergence bound \S+ \(100 × the first step's loss "
+                    r"\S+; train.diverge_factor\), at epoch 1, step 3 \(lr 0.1\); the run stopped before this "
+                    r"step's update\. Lower the learning rate \(--lr\) and train again\.$", message), message
+    loss = float(re.match(r"the loss rose to (\S+),", message)[1])
+    assert loss > 100 * float(first[1])
+    assert len(seen.weights) == 2 and torch.equal(model.linear.weight, seen.weights[-1]), "step 3 updated nothing"
+
+
+def test_the_divergence_bound_is_configurable(loaders, config):
+    assert len(train(ScaledAtStep(3, 1e4), *loaders(), config(epochs=1, diverge_factor=0.0))) == 1, "0: no bound"
+    assert len(train(ScaledAtStep(3, 1e4), *loaders(), config(epochs=1, diverge_factor=1e9))) == 1
+    with pytest.raises(DivergenceError, match=r"the loss rose to \S+, above the divergence bound 50 "
+                                              r"\(train.max_loss\), at epoch 1, step 3 "):
+        train(ScaledAtStep(3, 1e4), *loaders(), config(max_loss=50.0))
+    assert len(train(ScaledAtStep(3, 10.0), *loaders(), config(epochs=1, max_loss=1e6))) == 1, \
+        "max_loss replaces the factor"
+    for bad, message in ((dict(diverge_factor=0.5), "train.diverge_factor must be above 1 .* got 0.5"),
+                         (dict(diverge_factor=-1.0), "train.diverge_factor must be above 1 .* got -1.0"),
+                         (dict(max_loss=0.0), r"train.max_loss must be a positive loss \(or unset\), got 0.0")):
+        with pytest.raises(ConfigError, match=message):
+            train(ScaledAtStep(3, 1.0), *loaders(), config(**bad))
+
+
+def test_the_bound_survives_resume(loaders, config):
+    """The first step's loss is in the checkpoint: a resumed run measures against the same bound."""
+    first = Trainer(ScaledAtStep(10**9, 1.0), *loaders(), config(epochs=1))
+    first.run()
+    state = roundtrip(first.state_dict())
+    assert state["first_loss"] == first.first_loss and first.first_loss > 0
+    resumed = Trainer(ScaledAtStep(10**9, 1.0), *loaders(), config(epochs=2))
+    resumed.load_state_dict(state)
+    assert resumed.first_loss == first.first_loss
+    resumed.model.linear.weight.data.mul_(1e4)  # the resumed run's own first loss would be huge
+    with pytest.raises(DivergenceError, match=r"at epoch 2, step 1 "):
+        resumed.run()
 
 
 def test_batch_of_one_with_batch_norm_suggests_drop_last(config):

@@ -128,14 +128,14 @@ def _init_worker(threads: int) -> None:
 
 def execute(config: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """One run; never raises: a failure comes back as {"status": "failed", "error": ...}."""
-    from normlab.train.loop import NonFiniteLossError
+    from normlab.train.loop import DivergenceError
     from normlab.train.run import run
 
     start = time.perf_counter()
     try:
         status, _ = run(config, run_dir, resume=resume, quiet=True)
         error = None
-    except NonFiniteLossError as e:
+    except DivergenceError as e:
         status, error = "diverged", str(e)
     except Exception as e:  # recorded, so the other runs go on
         status, error = "failed", f"{type(e).__name__}: {e}"

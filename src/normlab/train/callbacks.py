@@ -2,7 +2,7 @@
 
 Each hook receives the Trainer: on_train_start, on_step_start (before a training batch's forward),
 on_after_backward (gradients ready, before the optimizer step), on_step_end, on_epoch_end(metrics),
-on_train_end (also when the run stops early: Interrupted or NonFiniteLossError, before the caller's
+on_train_end (also when the run stops early: Interrupted or DivergenceError, before the caller's
 final checkpoint). Statistics recording (stats.jsonl) is normlab.inspect.stats.StatsRecorder.
 Every file is written atomically (temporary name, then rename): a killed run leaves the previous
 complete file, never half of one.

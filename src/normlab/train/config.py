@@ -77,6 +77,8 @@ class TrainConfig:
     points_per_epoch: int = 5          # train-curve points per epoch, as the book's Animator
     record_stats: bool = False         # stats.jsonl: γ/β, running stats, norm inputs, gradient norms
     record_every: int = 50             # ...every this many optimizer steps, and at each epoch end
+    diverge_factor: float = 100.0      # a step loss above this × the first step's has diverged (0: no bound)...
+    max_loss: float | None = None      # ...or, if set, above this value instead
     sync_bn: bool = False              # under torchrun: batch statistics over all ranks (normlab.nn.SyncBatchNorm)
 
 

@@ -26,14 +26,15 @@ import torch
 from torch import nn
 
 from normlab.train import distributed
-from normlab.train.config import RunConfig
+from normlab.train.config import ConfigError, RunConfig
 
 TRAIN_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "test_mse", "examples_per_sec",
               "train_seconds", "epoch_seconds", "lr")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite, or rose above the divergence bound (see
+    `Trainer.check_divergence`); the run stops and the last good checkpoint stays."""
 
 
 class Interrupted(Exception):
@@ -176,6 +177,7 @@ class Trainer:
         self.train_iter, self.test_iter = (distributed.shard(it, replica) for it in (train_iter, test_iter))
         self.device = distributed.replica_device(resolve_device(config.train.device), replica)
         self.regression = config.data.dataset == "poly"
+        _check_divergence_bound(config.train)
         seed_everything(config.train.seed)
         init_weights(model, config.train.init)
         if config.train.sync_bn:
@@ -195,6 +197,7 @@ class Trainer:
         self.loss_fn = nn.MSELoss() if self.regression else nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing)
         self.autocast, self.scaler = self._amp(config.train.amp)
         self.history = History()
+        self.first_loss: float | None = None  # the run's first step loss: the divergence bound's base
         self.epoch, self.step = 0, 0      # the next batch to run: epoch `epoch`, batch `step`
         self.sums = self._zero_sums()     # running sums of the current epoch
         self.stop_requested = False       # set by a signal handler or a callback
@@ -224,7 +227,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "rng": rng_state(), **({"rng_ranks": self._rank_rng} if self._rank_rng else {}),
-                "epoch": self.epoch, "step": self.step, "sums": dict(self.sums),
+                "epoch": self.epoch, "step": self.step, "sums": dict(self.sums), "first_loss": self.first_loss,
                 "history": {"epochs": self.history.epochs, "points": self.history.points}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -237,6 +240,7 @@ class Trainer:
         if self.replica.rank < len(ranks):  # a new rank (more processes than the run had) keeps its own seed
             set_rng_state(ranks[self.replica.rank])
         self.epoch, self.step, self.sums = state["epoch"], state["step"], dict(state["sums"])
+        self.first_loss = state.get("first_loss")  # absent before issue 16: the next step's loss
         self.history = History(list(state["history"]["epochs"]), list(state["history"]["points"]))
 
     # -------------------------------------------------- running
@@ -252,7 +256,7 @@ class Trainer:
                 self.epoch, self.step, self.sums = self.epoch + 1, 0, self._zero_sums()
                 self._gather_rng()
                 self._call("on_epoch_end", metrics)
-        except (Interrupted, NonFiniteLossError) as e:
+        except (Interrupted, DivergenceError) as e:
             if isinstance(e, Interrupted):
                 self._gather_rng()  # for the checkpoint the caller writes; every rank stops at the same batch
             self._call("on_train_end")  # a stop or a divergence ends the run too: callbacks flush what they hold
@@ -295,12 +299,7 @@ class Trainer:
             n_all, loss_sum, correct = self._reduce_step(n, loss_sum, correct)
             loss = loss * (self.replica.world_size * n / n_all) if n else y_hat.sum() * 0.0
             n = n_all
-        loss_value = loss_sum / n
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} "
-                f"(lr {self.optimizer.param_groups[0]['lr']:.4g}); the run stopped and the last good checkpoint "
-                "was kept. Lower the learning rate (--lr) and train again.")
+        self.check_divergence(loss_sum / n)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
@@ -320,6 +319,31 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         self.sums["step_seconds"] += elapsed
         self.sums["train_seconds"] += elapsed
+
+    def check_divergence(self, loss: float) -> None:
+        """Raise DivergenceError, before the step updates anything, when this step's loss (over
+        all ranks) is NaN or infinite, or above the bound: train.max_loss if set, else
+        train.diverge_factor × the run's first step loss (0: no bound). A run can diverge
+        without a NaN: saturated sigmoids keep the loss finite at 1e13 (lr 1e12)."""
+        cfg = self.config.train
+        if math.isfinite(loss):
+            if self.first_loss is None:
+                self.first_loss = loss
+            if cfg.max_loss is not None:
+                bound, source = cfg.max_loss, "train.max_loss"
+            else:
+                bound = cfg.diverge_factor * self.first_loss
+                source = (f"{cfg.diverge_factor:g} × the first step's loss {self.first_loss:.4g}; "
+                          "train.diverge_factor")
+            if not (bound > 0 and loss > bound):
+                return
+            what = f"rose to {loss:.4g}, above the divergence bound {bound:.4g} ({source}),"
+        else:
+            what = f"became {loss}"
+        raise DivergenceError(
+            f"the loss {what} at epoch {self.epoch + 1}, step {self.step + 1} "
+            f"(lr {self.optimizer.param_groups[0]['lr']:.4g}); the run stopped before this step's update. "
+            "Lower the learning rate (--lr) and train again.")
 
     def _reduce_step(self, n: int, loss_sum: float, correct: float) -> tuple[int, float, float]:
         """(examples, loss sum, correct) summed over the ranks, and whether any rank asked to stop."""
@@ -370,6 +394,14 @@ class Trainer:
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks:
             getattr(callback, hook, lambda *a: None)(self, *args)
+
+
+def _check_divergence_bound(cfg) -> None:
+    if not (cfg.diverge_factor == 0 or cfg.diverge_factor > 1):
+        raise ConfigError(f"train.diverge_factor must be above 1 (a step loss that many times the first "
+                          f"step's has diverged; 100 by default) or 0 for no bound, got {cfg.diverge_factor}")
+    if cfg.max_loss is not None and not cfg.max_loss > 0:
+        raise ConfigError(f"train.max_loss must be a positive loss (or unset), got {cfg.max_loss}")
 
 
 def _ddp(model: nn.Module, device: torch.device, sync_buffers: bool) -> nn.Module:

@@ -27,7 +27,7 @@ from normlab.train import config as config_mod
 from normlab.train import distributed
 from normlab.train.callbacks import Checkpoint, CurvesPlot, MetricsLog, ProgressBar, load_checkpoint
 from normlab.train.config import ConfigError, RunConfig
-from normlab.train.loop import History, Interrupted, NonFiniteLossError, Trainer
+from normlab.train.loop import DivergenceError, History, Interrupted, Trainer
 
 DATASETS = {**DATASET_CLASSES, "poly": None}  # poly: the seeds' regression task (normlab.data.synthetic)
 
@@ -77,7 +77,7 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
     """Train as `config` says into run directory `out`; returns (status, trainer).
 
     status: "finished", "interrupted" (a checkpoint was written; resume continues exactly) or
-    "diverged" (NonFiniteLossError: the last good checkpoint is kept). Other errors propagate.
+    "diverged" (DivergenceError: the last good checkpoint is kept). Other errors propagate.
     Under torchrun every process calls this; rank 0 alone writes `out` (`extra_callbacks` run on
     every rank). A callback that runs on rank 0 only must not run the model: DDP's collectives
     would wait for the other ranks.
@@ -110,7 +110,7 @@ def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callback
         status = "interrupted"
         if replica.is_main:
             checkpoint.save(trainer)
-    except NonFiniteLossError as e:
+    except DivergenceError as e:
         status, error = "diverged", str(e)
     except distributed.RankLostError as e:
         status, error = "failed", str(e)
@@ -124,7 +124,7 @@ def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callback
         raise distributed.RankLostError(error)
     distributed.leave_together(replica)  # finished, interrupted or diverged: every rank is here
     if error is not None:
-        raise NonFiniteLossError(error)
+        raise DivergenceError(error)
     return status, trainer
 
 
