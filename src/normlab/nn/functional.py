@@ -32,6 +32,11 @@ Python call shows in the step time (docs/BENCHMARKS.md). For the same reason _no
 the eval forward take their scalar operands (M, eps) as cached 0-dim tensors of the input's
 dtype (_constant), and _batch_norm calls the C++ entry point of Function.apply directly when
 no functorch transform or torch.compile needs its Python preamble.
+
+torch.func: the autograd.Function has the form functorch's transforms need (setup_context), a
+vmap rule (B batch norms at once are one batch norm over B·C channels) and, under those
+transforms only, a forward-mode rule (jvp), so vmap, grad, jacrev, jacfwd, hessian and
+functional_call work on every norm here as on torch's (tests/nn/test_functorch.py).
 """
 from __future__ import annotations
 
@@ -268,30 +273,41 @@ def _rows_backward(dy, centred, invstd, scale):
 
 
 class _BatchNormFunction(torch.autograd.Function):
-    """_normalize with the closed-form backward. The running statistics are updated inside
-    forward, which autograd runs without recording a graph."""
+    """_normalize with the closed-form backward, written as torch.func's transforms (vmap, grad,
+    jacrev, functional_call) need: forward takes no ctx and returns, beside y, what backward
+    reuses (mean, invstd, scale, and x − mean or an empty stand-in); setup_context saves it;
+    vmap is the rule for batches of batch norms. The running statistics are updated inside forward, which
+    autograd runs without recording a graph."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training: bool,
-                momentum: float, eps: float):
-        ctx.rows = _is_small_rows(x, weight, bias, training)
-        if ctx.rows:
-            y, mean, invstd, scale, centred = _normalize_rows(x, weight, bias, running_mean,
-                                                              running_var, momentum, eps)
-        else:
-            y, mean, invstd, scale, centred = _normalize(x, weight, bias, running_mean,
-                                                         running_var, training, momentum, eps)
-            if not training:  # a copy: a later update of the buffer must not reach backward
-                mean = mean.clone()
+    def forward(x, weight, bias, running_mean, running_var, training: bool, momentum: float,
+                eps: float):
+        if _is_small_rows(x, weight, bias, training):
+            return _normalize_rows(x, weight, bias, running_mean, running_var, momentum, eps)
+        y, mean, invstd, scale, centred = _normalize(x, weight, bias, running_mean, running_var,
+                                                     training, momentum, eps)
+        if not training:  # a copy: a later update of the buffer must not reach backward
+            mean = mean.clone()
+        if scale is invstd:  # no γ: the same tensor must not be two outputs
+            scale = invstd.clone()
+        # x − mean not kept: an empty stand-in, since torch.compile's backward needs tensors
+        return y, mean, invstd, scale, x.new_empty(0) if centred is None else centred
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, running_mean, running_var, training, momentum, eps = inputs
+        y, mean, invstd, scale, centred = output
+        ctx.mark_non_differentiable(*output[1:])
         ctx.save_for_backward(x, weight, mean, invstd, scale)
-        ctx.centred = centred  # the view of x − mean, or None (the backward recomputes it)
+        ctx.save_for_forward(x, weight, mean, invstd, scale)
+        ctx.centred = centred if centred.dim() > 1 else None  # the view of x − mean, or None
+        ctx.rows = _is_small_rows(x, weight, bias, training)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.set_materialize_grads(False)
-        return y
 
     @staticmethod
-    def backward(ctx, dy):
+    def backward(ctx, dy, *_):
         if dy is None:  # no gradient reached y: every input gradient is zero
             return None, None, None, None, None, None, None, None
         x, weight, mean, invstd, scale = ctx.saved_tensors
@@ -311,6 +327,75 @@ class _BatchNormFunction(torch.autograd.Function):
                                                   ctx.training, needs, centred=centred)
         dbias = None if dbias is None else _cast(dbias, ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        """B batch norms at once (x: (B, N, C, *) with the vmapped dim moved first) are one batch
+        norm over (N, B·C, *): each problem's channels are channels of their own. γ, β and the
+        running statistics are shared ((C,), repeated B times) or per problem ((B, C)); training
+        updates per-problem running statistics in place, and refuses shared ones, as torch does
+        (B batches cannot all update one buffer)."""
+        B = info.batch_size
+        stats = ((running_mean, in_dims[3]), (running_var, in_dims[4]))
+        if training and any(t is not None and d is None for t, d in stats):
+            raise RuntimeError(_VMAP_SHARED_STATS)
+        x = x.movedim(in_dims[0], 1) if in_dims[0] is not None else x.unsqueeze(1).expand(-1, B, *x.shape[1:])
+        N, C = x.shape[0], x.shape[2]
+
+        def per_problem(t, d):  # (C,) shared or (B, C) -> (B·C,)
+            if t is None:
+                return None
+            return t.repeat(B) if d is None else t.movedim(d, 0).reshape(B * C)
+
+        flat = [per_problem(t, d) for t, d in zip((weight, bias, running_mean, running_var), in_dims[1:5])]
+        y, mean, invstd, scale, centred = _BatchNormForwardMode.apply(
+            x.reshape(N, B * C, *x.shape[3:]), *flat, training, momentum, eps)
+        for (t, d), new in zip(stats, flat[2:]):  # per-problem statistics that reshape copied:
+            if training and t is not None and new.data_ptr() != t.data_ptr():  # write them back
+                t.movedim(d, 0).copy_(new.view(B, C))
+        y = y.view(x.shape).movedim(1, 0)  # (N, B·C, *) -> (B, N, C, *)
+        by_problem = [t.view(B, C) for t in (mean, invstd, scale)]
+        if centred.dim() == 1:  # the empty stand-in: x − mean was not kept
+            return (y, *by_problem, centred), (0, 0, 0, 0, None)
+        # the core's view of x − mean, (N, B·C, L) or (M, B·C), with the problems first
+        centred = centred.view(*centred.shape[:1], B, C, *centred.shape[2:]).movedim(1, 0)
+        return (y, *by_problem, centred), (0, 0, 0, 0, 0)
+
+
+class _BatchNormForwardMode(_BatchNormFunction):
+    """_BatchNormFunction with forward-mode derivatives (torch.func.jvp, jacfwd, hessian), taken
+    under functorch transforms only: torch.compile cannot trace a Function with a custom jvp."""
+
+    @staticmethod
+    def jvp(ctx, dx, dweight, dbias, *_):
+        """The derivative of y along the tangents (dx, dγ, dβ), x̂ = (x − mean)·invstd:
+
+            training: dy = γ·invstd·(dx − mean(dx) − x̂·mean(x̂·dx)) + dγ·x̂ + dβ
+            eval:     dy = γ·invstd·dx + dγ·x̂ + dβ
+        """
+        x, weight, mean, invstd, scale = ctx.saved_tensors
+        cdtype = mean.dtype
+        dims = [0, *range(2, x.dim())]
+        view = functools.partial(_channel_view, ndim=x.dim())
+        xhat = (_cast(x, cdtype) - view(mean)) * view(invstd)
+        dy = torch.zeros_like(xhat)
+        if dx is not None:
+            dx = _cast(dx, cdtype)
+            if ctx.training:
+                dx = dx - dx.mean(dims, keepdim=True) - xhat * (xhat * dx).mean(dims, keepdim=True)
+            dy = dy + dx * view(scale)
+        if dweight is not None:
+            dy = dy + xhat * view(_cast(dweight, cdtype))
+        if dbias is not None:
+            dy = dy + view(_cast(dbias, cdtype))
+        return _cast(dy, x.dtype), None, None, None, None
+
+
+_VMAP_SHARED_STATS = (
+    "Batch norm got a batched tensor as input while the running_mean or running_var, which will be "
+    "updated in place, were not batched.\nIf you are using a module and do not need eval mode, please "
+    "set `track_running_stats` to be False.If you are using a prebuilt module and do not need eval mode, "
+    "please see the functorch website for resources on how to patch your module to work with vmap")
 
 
 def _stats_with_grad(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -372,6 +457,9 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     _check_channels(x, weight, bias, running_mean, running_var)
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
+    if torch._C._are_functorch_transforms_active():  # torch.func: vmap, grad, jacfwd, ...
+        return _BatchNormForwardMode.apply(x, weight, bias, running_mean, running_var, training,
+                                           momentum, eps)[0]
     if not (torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
                                          or (bias is not None and bias.requires_grad))):
         # no graph to record (inference): skip the autograd.Function
@@ -380,10 +468,10 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     # the C++ entry point torch._C._FunctionBase.apply; when neither is active, call that entry
     # point directly: the preamble costs about 5 µs, 4% of a (256, 120) training step
     # (docs/BENCHMARKS.md).
-    if torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
         return _BatchNormFunction.apply(x, weight, bias, running_mean, running_var, training,
-                                        momentum, eps)
-    return _C_APPLY(x, weight, bias, running_mean, running_var, training, momentum, eps)
+                                        momentum, eps)[0]
+    return _C_APPLY(x, weight, bias, running_mean, running_var, training, momentum, eps)[0]
 
 
 # what Function.apply ends in
