@@ -3,9 +3,11 @@ its import line changed, on the real Fashion-MNIST.
 
 Each note's blocks run in order in one namespace, as the cells of the notebook it was written
 in (000's first block uses `torch` before any block imports it: that notebook had imported it).
-The fixture cuts only what a test of the book's code may: `d2l.train_ch6` trains 1 epoch, and the loaders of
-96-224 px inputs serve 1 training batch and 1 test batch. The LeNet block of 002 brings its own
-`train_ch6` and so trains its 10 epochs on all the data (about 50 s on 2 cores). Every shape
+The fixture cuts only what a test of the book's code may: `d2l.train_ch6` trains 1 epoch, the loaders of
+96-224 px inputs serve 1 training batch and 1 test batch of 16 images each (a batch of 128 at 224 px takes
+VGG seconds), and those of 28 px inputs the first 24 training batches (6,144 images at batch 256) and 8 test
+batches. The LeNet block of 002 brings its own `train_ch6`
+and so trains its 10 epochs, on those batches (on all the data it took 75 s of the suite). Every shape
 line a block printed equals the note's, and every training prints the book's three lines.
 """
 from __future__ import annotations
@@ -23,7 +25,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("real_fashion_mnist"),
               # a 1-epoch train_ch6 sets xlim [1, 1], as the book's does; matplotlib widens it
               pytest.mark.filterwarnings("ignore:Attempting to set identical low and high xlims")]
 
-TRAIN_EPOCHS, BIG_TRAIN_BATCHES, BIG_TEST_BATCHES = 1, 1, 1
+TRAIN_EPOCHS = 1
+# (train batches, test batches, images per batch or None for all) served at 96-224 px and at 28 px
+BATCHES = {"big": (1, 1, 16), "28 px": (24, 8, None)}
 
 # The one block that cannot run to its end: its last line has a typo (`d2l.ply.show()`), which
 # fails as it would on the book's d2l, after the training it is there for.
@@ -38,13 +42,14 @@ CLOSING = re.compile(r"training on (cpu|cuda:0)\n"
 
 
 class FirstBatches:
-    """The first `n` batches of a loader, with len() to match (the fixture's cut for big inputs)."""
+    """The first `n` batches of a loader (their first `size` images), with len() to match."""
 
-    def __init__(self, loader, n):
-        self.loader, self.n = loader, min(n, len(loader))
+    def __init__(self, loader, n, size=None):
+        self.loader, self.n, self.size = loader, min(n, len(loader)), size
 
     def __iter__(self):
-        return itertools.islice(iter(self.loader), self.n)
+        for X, y in itertools.islice(iter(self.loader), self.n):
+            yield X[:self.size], y[:self.size]
 
     def __len__(self):
         return self.n
@@ -52,7 +57,7 @@ class FirstBatches:
 
 @pytest.fixture
 def book_scale(monkeypatch, tmp_path):
-    """Cut epochs and big-input batches; run in a scratch folder (the Animator's PNG goes there)."""
+    """Cut epochs and batches; run in a scratch folder (the Animator's PNG goes there)."""
     train_ch6, load = normlab.d2l.train_ch6, normlab.d2l.load_data_fashion_mnist
 
     def short_train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
@@ -60,9 +65,8 @@ def book_scale(monkeypatch, tmp_path):
 
     def small_load(batch_size, resize=None, **kw):
         train_iter, test_iter = load(batch_size, resize, **kw)
-        if resize and resize >= 96:
-            return FirstBatches(train_iter, BIG_TRAIN_BATCHES), FirstBatches(test_iter, BIG_TEST_BATCHES)
-        return train_iter, test_iter
+        n_train, n_test, size = BATCHES["big" if resize and resize >= 96 else "28 px"]
+        return FirstBatches(train_iter, n_train, size), FirstBatches(test_iter, n_test, size)
 
     monkeypatch.setattr(normlab.d2l, "train_ch6", short_train_ch6)
     monkeypatch.setattr(normlab.d2l, "load_data_fashion_mnist", small_load)
