@@ -6,11 +6,14 @@ a PIL image, then a tensor, one at a time, and the batches are collated in Pytho
 here without torchvision (which does not import beside this torch): the same per-sample steps.
 normlab keeps the set as one uint8 tensor and makes each batch with one indexing op.
 
-Both read the same in-memory data; variants run interleaved in rounds and the medians are
-reported, since this machine has bursts in which everything runs several times slower.
+Both read the same in-memory data. This machine has bursts in which everything runs several times
+slower, so: each measurement repeats a variant's epoch for at least --min-seconds (normlab's
+epoch takes ~40 ms, the book's ~1 s: a burst would otherwise hit one 40 ms sample far harder than
+a 1 s one); variants run interleaved in rounds; the speed-up is taken within each round (book
+over normlab, both from the same minute) and the median over rounds is reported, with the range.
 
-    python benchmarks/data_loading.py                 # batch 256, 5 rounds
-    python benchmarks/data_loading.py --resize 96 --rounds 3
+    python benchmarks/data_loading.py                 # batch 256, 9 rounds
+    python benchmarks/data_loading.py --resize 96 --rounds 5
 """
 from __future__ import annotations
 
@@ -25,18 +28,25 @@ from book import BookFashionMNIST, Image
 
 from normlab.data import FashionMNIST, load_fashion_mnist
 
-def epoch_seconds(loader) -> float:
-    t0 = time.perf_counter()
-    for X, y in loader:
-        pass  # the batch exists; that is all a loader owes
-    return time.perf_counter() - t0
+def epoch_seconds(loader, min_seconds: float) -> float:
+    """Seconds per epoch of `loader`, over as many whole epochs as fill min_seconds."""
+    epochs, t0 = 0, time.perf_counter()
+    while True:
+        for X, y in loader:
+            pass  # the batch exists; that is all a loader owes
+        epochs += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds:
+            return elapsed / epochs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--resize", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="each measurement repeats whole epochs for at least this long")
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 0],
                         help="DataLoader workers of the book's pattern (the book uses 4)")
     args = parser.parse_args()
@@ -54,17 +64,21 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds):
         for name, loader in variants.items():  # interleaved: a slow burst hits every variant alike
-            times[name].append(epoch_seconds(loader))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()), flush=True)
+            times[name].append(epoch_seconds(loader, args.min_seconds))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items())
+              + "; speed-up " + ", ".join(f"{t[-1] / times['normlab'][-1]:.1f}×" for n, t in times.items()
+                                         if n != "normlab"), flush=True)
 
     n = len(train)
-    normlab_s = statistics.median(times["normlab"])
     print(f"\nFashion-MNIST train, one epoch, batch {args.batch_size}, resize {args.resize}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, pillow {'yes' if Image else 'no'}")
-    print(f"{'loader':<20} {'median s':>9} {'examples/sec':>13} {'normlab speed-up':>17}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, pillow {'yes' if Image else 'no'}, "
+          f"{args.rounds} rounds")
+    print(f"{'loader':<20} {'median s':>9} {'examples/sec':>13} {'normlab speed-up':>17} {'(per-round range)':>18}")
     for name, t in times.items():
         s = statistics.median(t)
-        print(f"{name:<20} {s:>9.3f} {n / s:>13,.0f} {s / normlab_s:>16.1f}×")
+        ratios = [a / b for a, b in zip(t, times["normlab"])]  # within each round
+        print(f"{name:<20} {s:>9.3f} {n / s:>13,.0f} {statistics.median(ratios):>16.1f}× "
+              f"{f'({min(ratios):.1f}-{max(ratios):.1f}×)':>18}")
 
 
 if __name__ == "__main__":
