@@ -176,3 +176,47 @@ def test_running_stats_update_in_place_with_unbiased_variance():
 ])
 def test_errors_match_torch(call):
     assert_same_error(lambda: call(F), lambda: call(TF))
+
+
+SIZE_CASES = {  # inputs that reach each size-dependent branch of the core (issue 17)
+    2**17: {"maps": (32, 16, 16, 16), "vectors": (8192, 16)},
+    2**22: {"maps": (64, 16, 64, 64), "vectors": (262144, 16)},
+    2**22 + 2**16: {"maps": (68, 16, 64, 64)},
+}
+
+
+def size_cases():
+    for numel, shapes in SIZE_CASES.items():
+        for kind, shape in shapes.items():
+            layouts = ["contiguous", "channels_last"] if kind == "maps" else ["contiguous"]
+            for layout in layouts:
+                for threads in (1, 2):
+                    yield pytest.param(shape, layout, threads, id=f"{numel}-{kind}-{layout}-{threads}threads")
+
+
+@pytest.mark.parametrize("shape,layout,threads", list(size_cases()))
+def test_large_inputs_match_torch_at_one_and_two_threads(shape, layout, threads):
+    """Forward, backward and running statistics against torch's batch_norm at 2^17 and 2^22
+    elements (and just past 2^22), where the core changes how it sums, on 1 and 2 threads."""
+    g = torch.Generator().manual_seed(len(shape) * threads)
+    C = shape[1]
+    x = torch.randn(shape, generator=g, **f64) * 3 + 1
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    dy = torch.randn(shape, generator=g, **f64)
+    weight, bias = torch.rand(C, generator=g, **f64) + 0.5, torch.randn(C, generator=g, **f64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        results = []
+        for bn in (F.batch_norm, TF.batch_norm):
+            xi, w, b = (t.clone().requires_grad_() for t in (x, weight, bias))
+            rm, rv = torch.zeros(C, **f64), torch.ones(C, **f64)
+            y = bn(xi, rm, rv, w, b, True, 0.1, 1e-5)
+            y.backward(dy)
+            results.append({"output": y.detach(), "input grad": xi.grad, "weight grad": w.grad,
+                            "bias grad": b.grad, "running_mean": rm, "running_var": rv})
+    finally:
+        torch.set_num_threads(before)
+    for key in results[1]:
+        assert_close(results[0][key], results[1][key], key)
