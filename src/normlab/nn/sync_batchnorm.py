@@ -100,7 +100,7 @@ def _global_stats(x: Tensor, group) -> tuple[Tensor, Tensor, Tensor, int]:
     n = x.numel() // C
     mean_r, var_r, centred = F._batch_stats(x)  # an empty batch gives mean 0, var 1
     mine = torch.cat([x.new_full((1,), n, dtype=torch.float64),
-                      F._cast(mean_r, torch.float64), F._cast(var_r, torch.float64) * n])
+                      mean_r.to(torch.float64), var_r.to(torch.float64) * n])
     gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(gathered, mine, group=group)  # one collective; list in rank order
     stats = torch.stack(gathered)  # (R, 1 + 2C): n_r, mean_r, M2_r
@@ -125,28 +125,28 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float,
                 group):
         cdtype, ndim = F._compute_dtype(x), x.dim()
-        xc = F._cast(x, cdtype)
+        xc = x.to(cdtype)
         mean64, var64, y, M = _global_stats(xc, group)
         if M == 1:  # the same M on every rank, so every rank raises
             raise ValueError("Expected more than 1 value per channel when training, got 1 value "
                              f"per channel over the process group (input size {list(x.shape)} "
                              "on this rank)")
         F._lerp_running_stats(running_mean, running_var, mean64, var64, M, momentum)
-        mean, invstd = F._cast(mean64, cdtype), F._cast((var64 + eps).rsqrt(), cdtype)
-        scale = invstd if weight is None else F._cast(weight, cdtype) * invstd
+        mean, invstd = mean64.to(cdtype), (var64 + eps).rsqrt().to(cdtype)
+        scale = invstd if weight is None else weight.to(cdtype) * invstd
         torch.sub(xc, F._channel_view(mean, ndim), out=y)  # x − mean, into _batch_stats' buffer
         y = y.mul_(F._channel_view(scale, ndim))
         if bias is not None:
-            y = y.add_(F._channel_view(F._cast(bias, cdtype), ndim))
-        ctx.save_for_backward(x, weight, mean, invstd, scale)
+            y = y.add_(F._channel_view(bias.to(cdtype), ndim))
+        ctx.save_for_backward(x, weight, mean, invstd)
         ctx.count, ctx.group = M, group
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return F._cast(y, x.dtype)
+        return y.to(x.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        x, weight, mean, invstd, scale = ctx.saved_tensors
+        x, weight, mean, invstd = ctx.saved_tensors
 
         def all_sums(sum_dy: Tensor, sum_dy_xhat: Tensor) -> tuple[Tensor, Tensor]:
             """Σ over the ranks of both (C,) sums, in one collective. As torch, it runs only when x
@@ -156,9 +156,9 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             return both.chunk(2)
 
         # M is 0 only when every rank is empty (then dy is empty too)
-        dx, dweight, dbias = F._batch_norm_backward(dy, x, weight, mean, invstd, scale, True,
+        dx, dweight, dbias = F._batch_norm_backward(dy, x, weight, mean, invstd, True,
                                                     ctx.needs_input_grad, all_sums, max(ctx.count, 1))
-        dbias = None if dbias is None else F._cast(dbias, ctx.bias_dtype)
+        dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None, None
 
 
