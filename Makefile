@@ -28,7 +28,9 @@ demo: $(STAMP)
 	$(VENV)/bin/normlab data summary fashion-mnist
 	$(VENV)/bin/normlab train lenet_bn --epochs 5 --schedule cosine --out runs/demo
 
+# ruff first (pyproject.toml [tool.ruff]): a lint error stops the run before the tests
 test: $(STAMP)
+	$(VENV)/bin/ruff check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

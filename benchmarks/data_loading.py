@@ -32,7 +32,7 @@ def epoch_seconds(loader, min_seconds: float) -> float:
     """Seconds per epoch of `loader`, over as many whole epochs as fill min_seconds."""
     epochs, t0 = 0, time.perf_counter()
     while True:
-        for X, y in loader:
+        for _batch in loader:
             pass  # the batch exists; that is all a loader owes
         epochs += 1
         elapsed = time.perf_counter() - t0

@@ -43,7 +43,8 @@ from normlab.nn import BatchNorm2d
 __all__ = [
     "Accumulator", "Animator", "Residual", "Timer", "accuracy", "corr2d", "cpu", "evaluate_accuracy_gpu",
     "get_fashion_mnist_labels", "gpu", "load_array", "load_data_fashion_mnist", "num_gpus", "plot",
-    "plt", "set_axes", "set_figsize", "train_ch6", "try_all_gpus", "try_gpu", "use_svg_display",
+    "plt",  # noqa: F822 (the module's __getattr__ imports matplotlib.pyplot on first use)
+    "set_axes", "set_figsize", "train_ch6", "try_all_gpus", "try_gpu", "use_svg_display",
 ]
 
 

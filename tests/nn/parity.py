@@ -58,7 +58,7 @@ def assert_close_or_as_accurate(actual, expected, truth, what: str = "") -> None
 def copy_params(src: torch.nn.Module, dst: torch.nn.Module) -> None:
     """dst takes src's parameters and buffers (same names)."""
     with torch.no_grad():
-        for (name, a), (_, b) in zip(src.named_parameters(), dst.named_parameters()):
+        for (_, a), (_, b) in zip(src.named_parameters(), dst.named_parameters()):
             b.copy_(a)
 
 

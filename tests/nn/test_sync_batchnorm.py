@@ -116,7 +116,7 @@ def test_convert_sync_batchnorm_replaces_only_the_batch_norms():
     model.eval()
     model[4].train()  # the training flag is kept per layer
     before = copy.deepcopy(model)
-    kept = {name: m for name, m in model.named_modules()}
+    kept = dict(model.named_modules())
     x = torch.randn(5, 2, 8, 8)
     converted = nl.convert_sync_batchnorm(model, process_group=None)
     assert converted is model  # changed in place, as torch's

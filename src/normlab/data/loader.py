@@ -12,7 +12,7 @@ ranks together see exactly the batches that one process would.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F

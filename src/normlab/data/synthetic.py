@@ -9,7 +9,7 @@ Draws happen in the seeds' order (features, then noise), so `seed=s` gives the s
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

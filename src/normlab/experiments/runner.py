@@ -17,8 +17,9 @@ import multiprocessing
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from normlab._io import atomic_write_text
 from normlab.experiments.spec import Run, Spec, expand

@@ -69,7 +69,7 @@ def _check_slots(model: str, norm_slots) -> tuple[int, ...]:
         return NORM_SLOTS
     if isinstance(norm_slots, int):
         norm_slots = (norm_slots,)
-    slots = tuple(sorted(set(int(s) for s in norm_slots)))
+    slots = tuple(sorted({int(s) for s in norm_slots}))
     bad = [s for s in slots if s not in NORM_SLOTS]
     if bad:
         raise ValueError(f"{model}: norm_slots {bad} out of range; its norm positions are "

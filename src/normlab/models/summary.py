@@ -132,7 +132,7 @@ def summary(model: nn.Module, input_size, *, device=None, dtype=torch.float32) -
     (1, 1, 28, 28), or (1, 2) for an MLP on two features.
     """
     shape = _input_shape(model, input_size)
-    names = dict((m, n) for n, m in model.named_modules())   # the model itself is ""
+    names = {m: n for n, m in model.named_modules()}   # the model itself is ""
     calls: list[list] = []        # [name, type, shape, params, macs], in call order
     open_calls: list[int] = []    # indices of calls in progress, to add MACs to the enclosing
 

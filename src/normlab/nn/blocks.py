@@ -13,7 +13,7 @@ batch norm; nn.Identity would add a line to every printout). Blocks never import
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
