@@ -197,7 +197,7 @@ class Animator:
         """Write the PNG now if points came since the last write (outside Jupyter)."""
         if self.live or not self._dirty:
             return
-        from normlab.train.plots import save_figure  # atomic PNG, as every normlab figure
+        from normlab.plotting import save_figure  # atomic PNG, as every normlab figure
         self._draw()
         save_figure(self.fig, self.path)
         if self._saved_at == -float("inf"):  # the first write: say where the plot is, once

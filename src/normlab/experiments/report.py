@@ -23,7 +23,7 @@ from typing import Any
 
 from normlab._io import atomic_write_text
 from normlab.train.loop import overall_examples_per_sec
-from normlab.train.plots import _figure, save_figure
+from normlab.plotting import figure, save_figure
 
 LABELS = {"test_acc": "final test acc", "best_test_acc": "best test acc", "test_mse": "final test MSE",
           "best_test_mse": "best test MSE", "train_loss": "final train loss", "train_acc": "final train acc",
@@ -138,7 +138,7 @@ def report_markdown(index: dict[str, Any], rows: list[dict[str, Any]], figures: 
 
 def overlay(rows: list[dict[str, Any]], key: str, path: Path, title: str) -> Path | None:
     """Mean over seeds per epoch, one line per group, a band from the lowest to the highest seed."""
-    fig = _figure(6.0, 4.0)
+    fig = figure(6.0, 4.0)
     ax = fig.add_subplot()
     drawn = False
     for row in rows:

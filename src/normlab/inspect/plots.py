@@ -1,4 +1,4 @@
-"""Figures from a run's stats.jsonl (matplotlib's Agg canvas, as normlab.train.plots draws).
+"""Figures from a run's stats.jsonl, drawn on normlab.plotting's figure.
 
     gamma_beta.png    γ and β of each norm layer against epoch: the mean over channels, and a band
                       from the smallest to the largest channel
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from normlab.inspect.stats import module_path
-from normlab.train.plots import _figure, save_figure
+from normlab.plotting import figure, save_figure
 
 __all__ = ["save_stats_plots", "PLOT_FILES"]
 
@@ -61,7 +61,7 @@ def _series(records, layer: str, key: str, stat: str):
 def _per_layer_panels(records, path: Path, title: str, panels) -> Path:
     """One panel per (key, label, band): a line per norm layer (its mean over channels), with a min-max band."""
     layers = list(records[-1]["norms"])
-    fig = _figure(4.5 * len(panels), 3.4)
+    fig = figure(4.5 * len(panels), 3.4)
     for i, (key, label, band) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for layer, color in zip(layers, _colors(len(layers))):
@@ -104,7 +104,7 @@ def _norm_inputs(steps, path: Path, title: str) -> Path:
 def _grad_norms(steps, path: Path, title: str) -> Path:
     layers = list(steps[-1]["grad_norm"])
     colors = _colors(len(layers))
-    fig = _figure(9, 3.4)
+    fig = figure(9, 3.4)
     ax = fig.add_subplot(1, 2, 1)
     for layer, color in zip(layers, colors):
         points = [(r["epoch"], r["grad_norm"][layer]) for r in steps if layer in r.get("grad_norm", {})]

@@ -1,4 +1,4 @@
-"""Figures, drawn with matplotlib's Agg canvas (no display, no global backend switch).
+"""The run's curves, drawn on normlab.plotting's figure.
 
 `save_curves` draws what the book's Animator draws: train loss and train accuracy five times
 per epoch, test accuracy at each epoch end, against epoch (test MSE for regression).
@@ -7,27 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from normlab._io import atomic_open
-
-
-def _figure(width: float = 4.5, height: float = 3.2):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", bbox_inches="tight")
-    return Path(path)
+from normlab.plotting import figure, save_figure
 
 
 def save_curves(history, path: str | Path, title: str = "", epochs: int | None = None) -> Path:
     """Train loss, train acc (at each curve point) and test acc (at each epoch end) against epoch."""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     xs = [p["x"] for p in history.points]
     ax.plot(xs, [p["train_loss"] for p in history.points], "-", label="train loss")
