@@ -163,3 +163,31 @@ def test_convert_top_level_module_and_bad_target():
         nl.convert_norms(bn, to="group")
     with pytest.raises(ValueError, match="cannot stand in"):
         nl.convert_norms(bn, to="batch_d2l")
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_every_norm_the_factory_builds_is_in_the_registry(dim):
+    """normlab.nn.NORM_TYPES is the one list of norm-layer types (inspect reads it): a new norm
+    in the factory that is missing there fails here."""
+    for name in nl.list_norms():
+        if name == "none" or (name == "instance" and dim == 1):
+            continue
+        layer = nl.create_norm(name, 8, dim=dim)
+        assert nl.is_norm(layer), f"{name}: {type(layer).__name__} is not in normlab.nn.NORM_TYPES"
+    assert not nl.is_norm(nl.create_norm("none", 8)) and not nl.is_norm(torch.nn.Conv2d(1, 1, 1))
+
+
+def test_replace_modules_swaps_in_place_keeps_order_and_can_replace_the_root():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(3, 3)),
+                                torch.nn.Linear(3, 1))
+    seen = []
+
+    def replace(m):
+        seen.append(type(m).__name__)
+        return torch.nn.Identity() if isinstance(m, torch.nn.Sequential) and len(m) == 2 else None
+
+    assert nl.replace_modules(model, replace) is model
+    assert [type(m).__name__ for m in model] == ["Linear", "Identity", "Linear"]
+    assert seen == ["Sequential", "Linear", "Sequential", "Linear"], "a replaced module's children are not visited"
+    root = torch.nn.BatchNorm1d(3)
+    assert isinstance(nl.replace_modules(root, lambda m: torch.nn.Identity()), torch.nn.Identity)

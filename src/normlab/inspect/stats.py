@@ -39,26 +39,23 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _NormBase
 
 from normlab._io import atomic_write_text
-from normlab.nn import D2LBatchNorm
-from normlab.nn.research import RESEARCH_NORMS
+from normlab.nn import NORM_TYPES, D2LBatchNorm, is_norm
 
 __all__ = ["NORM_TYPES", "StatsRecorder", "norm_layers", "weighted_layers", "affine_params",
            "running_stats", "describe_norms", "read_stats", "module_path"]
 
-# torch's and normlab's batch and instance norms (both subclass _NormBase), layer and group norms
-# (normlab's subclass torch's), the book's layer, and the research layers (γ, β and running_mean /
-# running_var where they keep them: whitening's running matrix and rank-Gauss's quantiles are not read)
-NORM_TYPES = (_NormBase, nn.LayerNorm, nn.GroupNorm, D2LBatchNorm, *RESEARCH_NORMS)
+# NORM_TYPES (normlab.nn's registry): what counts as a norm layer here. γ, β and running_mean /
+# running_var are read where a layer keeps them (whitening's running matrix and rank-Gauss's
+# quantiles are not read).
 
 
 # ---------------------------------------------------------------- what a model holds
 
 def norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every normalization layer in `model`, in module order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, NORM_TYPES)]
+    return [(name, m) for name, m in model.named_modules() if is_norm(m)]
 
 
 def module_path(name: str) -> str:
@@ -142,7 +139,7 @@ def read_stats(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not a stats.jsonl that normlab wrote ({e}); "
-                         "remove it, or train again with --record-stats") from None
+                         "remove it, or train again with train.record_stats on") from None
 
 
 # ---------------------------------------------------------------- the callback

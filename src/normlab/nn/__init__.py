@@ -6,10 +6,11 @@
 """
 from . import functional
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, D2LBatchNorm
-from .factory import convert_norms, create_norm, get_norm_layer, list_norms
+from .factory import NORM_TYPES, convert_norms, create_norm, get_norm_layer, is_norm, list_norms
 from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm
 from .research import (BatchMeanOnly, BatchRenorm, BatchVarOnly, DecorrelatedBatchNorm, FrozenBatchNorm,
                        GhostBatchNorm, IterNorm, RankGaussNorm, SwitchableNorm, freeze_norms)
+from .replace import replace_modules
 from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
@@ -19,5 +20,5 @@ __all__ = [
     "BatchRenorm", "GhostBatchNorm", "DecorrelatedBatchNorm", "IterNorm", "RankGaussNorm",
     "FrozenBatchNorm", "SwitchableNorm", "BatchMeanOnly", "BatchVarOnly",
     "get_norm_layer", "create_norm", "list_norms", "convert_norms", "freeze_norms",
-    "convert_sync_batchnorm",
+    "convert_sync_batchnorm", "replace_modules", "NORM_TYPES", "is_norm",
 ]

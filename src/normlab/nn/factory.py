@@ -34,13 +34,25 @@ from functools import partial
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, D2LBatchNorm
 from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm
-from .research import (BatchMeanOnly, BatchRenorm, BatchVarOnly, DecorrelatedBatchNorm, FrozenBatchNorm,
-                       GhostBatchNorm, IterNorm, RankGaussNorm, SwitchableNorm)
+from .replace import replace_modules
+from .research import (RESEARCH_NORMS, BatchMeanOnly, BatchRenorm, BatchVarOnly, DecorrelatedBatchNorm,
+                       FrozenBatchNorm, GhostBatchNorm, IterNorm, RankGaussNorm, SwitchableNorm)
 
-__all__ = ["get_norm_layer", "create_norm", "list_norms", "convert_norms"]
+__all__ = ["get_norm_layer", "create_norm", "list_norms", "convert_norms", "NORM_TYPES", "is_norm"]
+
+# Every class of normalization layer, torch's and normlab's: what code that looks for the norm
+# layers in a model (normlab.inspect, the tests) checks against. _NormBase covers torch's and
+# normlab's BatchNorm*d, SyncBatchNorm and InstanceNorm*d.
+NORM_TYPES = (_NormBase, nn.LayerNorm, nn.GroupNorm, D2LBatchNorm, *RESEARCH_NORMS)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Whether `module` is a normalization layer (one of NORM_TYPES)."""
+    return isinstance(module, NORM_TYPES)
 
 _OURS = {1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
 _TORCH = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -133,13 +145,7 @@ def convert_norms(model: nn.Module, to: str = "batch_torch") -> nn.Module:
     if to not in _BATCH_KINDS:
         raise ValueError(f"convert_norms converts batch norms; to must be one of: "
                          f"{', '.join(_BATCH_KINDS)}, got {to!r}")
-    if _kind(model) is not None:
-        return _convert(model, to)
-    for name, child in model.named_children():
-        new = convert_norms(child, to)
-        if new is not child:
-            setattr(model, name, new)
-    return model
+    return replace_modules(model, lambda m: None if _kind(m) is None else _convert(m, to))
 
 
 def _convert(m: nn.Module, to: str) -> nn.Module:

@@ -43,8 +43,9 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _HALF_TYPES else x.dtype
 
 
-def _channel_view(v: Tensor, ndim: int) -> Tensor:
-    """(C,) -> (C, 1, ..., 1), which broadcasts against (N, C, *) input of rank ndim."""
+def _per_channel(v: Tensor, ndim: int) -> Tensor:
+    """A (C,) tensor shaped (C, 1, ..., 1), so that it applies per channel to (N, C, *) input
+    of rank ndim: x − _per_channel(mean, x.dim()) subtracts each channel's mean."""
     return v if ndim == 2 else v.view([-1] + [1] * (ndim - 2))
 
 
@@ -91,7 +92,7 @@ def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return x.new_zeros(x.shape[1]), x.new_ones(x.shape[1]), x.clone()
     dims = _reduce_dims(x)
     mean = x.mean(dims)                                  # pass 1: Σx/M
-    centred = x - _channel_view(mean, x.dim())           # x − mean
+    centred = x - _per_channel(mean, x.dim())           # x − mean
     var = _dot_per_channel(centred, centred) / _values_per_channel(x)  # pass 2: Σ(x − mean)²/M
     return mean, var, centred
 
@@ -102,7 +103,7 @@ def _normalize(x, weight, bias, running_mean, running_var, training: bool, momen
     also move the running statistics) and the running ones in eval. Returns y, mean, invstd."""
     dtype = _compute_dtype(x)
     xc = x.to(dtype).contiguous(memory_format=_torch_layout(x))  # y takes xc's layout
-    view = functools.partial(_channel_view, ndim=x.dim())
+    view = functools.partial(_per_channel, ndim=x.dim())
     if training:
         mean, var, centred = _batch_stats(xc)
         _update_running_stats(running_mean, running_var, mean, var, x, momentum)
@@ -145,7 +146,7 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training: bool, needs,
     be differentiated (create_graph=True)."""
     dtype = mean.dtype
     dy, xc = dy.to(dtype), x.to(dtype)
-    dims, view = _reduce_dims(x), functools.partial(_channel_view, ndim=x.dim())
+    dims, view = _reduce_dims(x), functools.partial(_per_channel, ndim=x.dim())
     M = max(_values_per_channel(x) if count is None else count, 1)
     scale = invstd if weight is None else weight.to(dtype) * invstd   # γ·invstd (C,)
     sum_dy = dy.sum(dims)                                              # Σdy (C,)
@@ -253,7 +254,7 @@ class _BatchNormForwardMode(_BatchNormFunction):
         """
         x, weight, mean, invstd = ctx.saved_tensors
         dtype = mean.dtype
-        dims, view = _reduce_dims(x), functools.partial(_channel_view, ndim=x.dim())
+        dims, view = _reduce_dims(x), functools.partial(_per_channel, ndim=x.dim())
         xhat = (x.to(dtype) - view(mean)) * view(invstd)
         dy = torch.zeros_like(xhat)
         if dx is not None:
@@ -401,7 +402,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
                 f"input, but got {name} of shape {list(v.shape)} and input of shape {shape}")
     x = input.reshape(1, N * num_groups, C // num_groups * _prod(shape[2:]))  # (1, N·G, C/G·∏sp)
     y = _batch_norm(x, None, None, None, None, True, 0.0, eps).view(input.shape)
-    return _affine(y, weight, bias, lambda v: _channel_view(v, input.dim()))
+    return _affine(y, weight, bias, lambda v: _per_channel(v, input.dim()))
 
 
 def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,

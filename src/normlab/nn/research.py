@@ -30,29 +30,25 @@ from torch.nn.modules.batchnorm import _BatchNorm as _TorchBatchNormShell
 
 from . import functional as F
 from .batchnorm import D2LBatchNorm, _BatchNorm
+from .replace import replace_modules
 
 __all__ = ["BatchRenorm", "GhostBatchNorm", "DecorrelatedBatchNorm", "IterNorm", "RankGaussNorm",
            "FrozenBatchNorm", "SwitchableNorm", "BatchMeanOnly", "BatchVarOnly", "freeze_norms",
            "RESEARCH_NORMS"]
 
 
-def _reduce_dims(x: Tensor) -> list[int]:
-    """Every dim but the channel dim: (N, C, *) -> [0, 2, 3, ...]."""
-    return [0, *range(2, x.dim())]
+def _per_channel(v: Tensor, x: Tensor) -> Tensor:
+    """A (C,) tensor shaped to apply per channel to x (N, C, *)."""
+    return F._per_channel(v, x.dim())
 
 
-def _channel_view(v: Tensor, x: Tensor) -> Tensor:
-    """(C,) shaped to broadcast against x (N, C, *)."""
-    return F._channel_view(v, x.dim())
-
-
-def _by_channel(x: Tensor) -> Tensor:
+def _channel_rows(x: Tensor) -> Tensor:
     """(N, C, *) -> (C, M), contiguous: row c holds the M = N·∏spatial values of channel c."""
     return x.transpose(0, 1).reshape(x.shape[1], -1).contiguous()
 
 
-def _from_channels(rows: Tensor, like: Tensor) -> Tensor:
-    """The inverse of _by_channel: (C, M) -> (N, C, *) shaped like `like`, contiguous."""
+def _from_channel_rows(rows: Tensor, like: Tensor) -> Tensor:
+    """The inverse of _channel_rows: (C, M) -> (N, C, *) shaped like `like`, contiguous."""
     shape = (like.shape[1], like.shape[0], *like.shape[2:])
     return rows.reshape(shape).transpose(0, 1).contiguous()
 
@@ -219,7 +215,7 @@ class _ChannelNorm(nn.Module):
     def _affine(self, y: Tensor) -> Tensor:
         if self.weight is None:
             return y
-        return torch.addcmul(_channel_view(self.bias, y), y, _channel_view(self.weight, y))
+        return torch.addcmul(_per_channel(self.bias, y), y, _per_channel(self.weight, y))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, affine={self.affine}"
@@ -241,12 +237,12 @@ class BatchMeanOnly(_ChannelNorm):
 
     def _normalize(self, input: Tensor, M: int) -> Tensor:
         if self.training:
-            mean = input.mean(_reduce_dims(input))
+            mean = input.mean(F._reduce_dims(input))
             with torch.no_grad():
                 F._update_running_stats(self.running_mean, None, mean, None, input, self.momentum)
         else:
             mean = self.running_mean
-        return self._affine(input - _channel_view(mean, input))
+        return self._affine(input - _per_channel(mean, input))
 
 
 class BatchVarOnly(_ChannelNorm):
@@ -266,12 +262,12 @@ class BatchVarOnly(_ChannelNorm):
 
     def _normalize(self, input: Tensor, M: int) -> Tensor:
         if self.training:
-            var = input.var(_reduce_dims(input), correction=0)
+            var = input.var(F._reduce_dims(input), correction=0)
             with torch.no_grad():
                 F._update_running_stats(None, self.running_var, None, var, input, self.momentum)
         else:
             var = self.running_var
-        return self._affine(input * _channel_view((var + self.eps).rsqrt(), input))
+        return self._affine(input * _per_channel((var + self.eps).rsqrt(), input))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, eps={self.eps}"
@@ -369,7 +365,7 @@ class _GroupWhitening(_ChannelNorm):
         """Batch-size rules of the subclass beyond the two values per channel of every layer."""
 
     def _normalize(self, input: Tensor, M: int) -> Tensor:
-        xg = _by_channel(input).view(self.num_groups, self.group_size, M)  # (G, g, M)
+        xg = _channel_rows(input).view(self.num_groups, self.group_size, M)  # (G, g, M)
         if self.training:
             self._check_batch(input, M)
             mean = xg.mean(-1, keepdim=True)  # (G, g, 1)
@@ -384,7 +380,7 @@ class _GroupWhitening(_ChannelNorm):
             xc = xg - self.running_mean.view(self.num_groups, self.group_size, 1)
             whitening = self.running_whitening
         y = torch.bmm(whitening, xc)  # (G, g, M)
-        return self._affine(_from_channels(y.view(self.num_features, M), input))
+        return self._affine(_from_channel_rows(y.view(self.num_features, M), input))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group_size={self.group_size}, eps={self.eps}"
@@ -600,7 +596,7 @@ class RankGaussNorm(_ChannelNorm):
                              torch.special.ndtri(probabilities).to(**like).repeat(num_features, 1))
 
     def _normalize(self, input: Tensor, M: int) -> Tensor:
-        rows = _by_channel(input)  # (C, M)
+        rows = _channel_rows(input)  # (C, M)
         if self.training:
             z, sorted_rows = _RankGaussFunction.apply(rows)
             with torch.no_grad():
@@ -609,7 +605,7 @@ class RankGaussNorm(_ChannelNorm):
             knots = self.running_quantiles.to(rows.dtype)
             scores = torch.special.ndtri(self.probabilities.to(rows.dtype))
             z = (_interpolate(rows, knots, scores, "left") + _interpolate(rows, knots, scores, "right")) / 2
-        return self._affine(_from_channels(z, input))
+        return self._affine(_from_channel_rows(z, input))
 
     def _quantiles(self, sorted_rows: Tensor, M: int) -> Tensor:
         """(C, K) quantiles at self.probabilities: the order statistic at position p·M − 0.5
@@ -678,13 +674,8 @@ def freeze_norms(model: nn.Module) -> nn.Module:
     eval outputs do not change and those layers no longer train or update. Returns the model (a
     new module if `model` itself is a batch norm). A batch norm without running statistics raises.
     """
-    if isinstance(model, (_TorchBatchNormShell, D2LBatchNorm)):
-        return FrozenBatchNorm.from_batch_norm(model)
-    for name, child in model.named_children():
-        new = freeze_norms(child)
-        if new is not child:
-            setattr(model, name, new)
-    return model
+    return replace_modules(model, lambda m: FrozenBatchNorm.from_batch_norm(m)
+                           if isinstance(m, (_TorchBatchNormShell, D2LBatchNorm)) else None)
 
 
 # every layer class above, for code that looks for norm layers in a model

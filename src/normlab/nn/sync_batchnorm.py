@@ -34,6 +34,7 @@ from torch.autograd.function import once_differentiable
 
 from . import functional as F
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, _BatchNorm
+from .replace import replace_modules
 
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm"]
 
@@ -134,10 +135,10 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         F._lerp_running_stats(running_mean, running_var, mean64, var64, M, momentum)
         mean, invstd = mean64.to(cdtype), (var64 + eps).rsqrt().to(cdtype)
         scale = invstd if weight is None else weight.to(cdtype) * invstd
-        torch.sub(xc, F._channel_view(mean, ndim), out=y)  # x − mean, into _batch_stats' buffer
-        y = y.mul_(F._channel_view(scale, ndim))
+        torch.sub(xc, F._per_channel(mean, ndim), out=y)  # x − mean, into _batch_stats' buffer
+        y = y.mul_(F._per_channel(scale, ndim))
         if bias is not None:
-            y = y.add_(F._channel_view(bias.to(cdtype), ndim))
+            y = y.add_(F._per_channel(bias.to(cdtype), ndim))
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.count, ctx.group = M, group
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -168,13 +169,7 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     a batch norm passed as `module` itself comes back as a new SyncBatchNorm. Other norms (group,
     layer, D2LBatchNorm, the research layers, an existing SyncBatchNorm) are left as they are.
     As torch.nn.SyncBatchNorm.convert_sync_batchnorm, the model is changed in place."""
-    if isinstance(module, _CONVERTIBLE):
-        return _to_sync(module, process_group)
-    for name, child in module.named_children():
-        converted = convert_sync_batchnorm(child, process_group)
-        if converted is not child:
-            module.add_module(name, converted)  # same name, same place in the child order
-    return module
+    return replace_modules(module, lambda m: _to_sync(m, process_group) if isinstance(m, _CONVERTIBLE) else None)
 
 
 def _to_sync(bn: nn.Module, process_group) -> SyncBatchNorm:
