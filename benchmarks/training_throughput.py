@@ -29,7 +29,7 @@ from normlab.data import FashionMNIST
 from normlab.models import create_model
 from normlab.train import Trainer
 from normlab.train.config import override, resolve
-from normlab.train.run import build_loaders
+from normlab.run import build_loaders
 
 
 class NormlabVariant:

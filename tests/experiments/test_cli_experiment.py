@@ -40,7 +40,7 @@ def test_a_spec_file_runs_and_reports(tmp_path, capsys):
     assert main(["experiment", "report", str(out)]) == 0
     assert (out / "report.md").is_file()
     assert main(["experiment", str(spec), "--scale", "quick", "--out", str(out)]) == 1
-    assert "holds an experiment already; --resume continues it" in capsys.readouterr().err
+    assert "holds an experiment already; resuming continues it" in capsys.readouterr().err
     assert main(["experiment", str(spec), "--scale", "quick", "--out", str(out), "--resume"]) == 0
     assert "2 runs, 2 already done, 0 to run" in capsys.readouterr().out
 

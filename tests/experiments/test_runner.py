@@ -29,7 +29,7 @@ def test_every_run_gets_a_run_directory_and_an_index_entry(tmp_path, poly_spec):
 
 def test_an_existing_experiment_needs_resume(tmp_path, poly_spec):
     run_experiment(poly_spec(seeds=[0]), out=tmp_path, log=quiet)
-    with pytest.raises(ExperimentError, match="holds an experiment already; --resume continues it"):
+    with pytest.raises(ExperimentError, match="holds an experiment already; resuming continues it"):
         run_experiment(poly_spec(seeds=[0]), out=tmp_path, log=quiet)
 
 

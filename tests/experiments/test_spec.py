@@ -127,7 +127,7 @@ def test_bn_momentum_compares_01_001_and_cumulative():
     import torch
 
     from normlab.nn import BatchNorm1d, BatchNorm2d
-    from normlab.train.run import build_model
+    from normlab.run import build_model
 
     runs = expand(load_spec("bn_momentum"), "full")
     assert sorted({r.variant for r in runs}) == ["momentum_0.01", "momentum_0.1", "momentum_cumulative"]
@@ -144,7 +144,7 @@ def test_bn_momentum_compares_01_001_and_cumulative():
 
 
 def test_a_momentum_word_other_than_cumulative_is_refused():
-    from normlab.train.run import build_model
+    from normlab.run import build_model
 
     bad = spec(variants={"typo": {"model.options.norm_kwargs": {"momentum": "cumulativ"}}})
     with pytest.raises(ValueError, match=r"lenet_bn: norm_kwargs momentum takes a number \(0.1 is torch's default\) "

@@ -8,7 +8,7 @@ from normlab.cli import main
 from normlab.inspect import read_stats, recalibrate
 from normlab.inspect.plots import PLOT_FILES, save_stats_plots
 from normlab.train.loop import evaluate
-from normlab.train.run import build_loaders, load_trained
+from normlab.run import build_loaders, load_trained
 
 POLY = ["mlp", "--dataset", "poly", "--epochs", "1", "--device", "cpu", "--quiet"]  # 70 steps, batch 10
 
@@ -102,7 +102,7 @@ def test_recalibrate_prints_test_scores_before_and_after(tmp_path, capsys, metho
 
 def test_errors_name_the_problem_and_the_fix(tmp_path, capsys):
     code, _, err = inspect(capsys, tmp_path / "nope")
-    assert code == 1 and f"no run directory {tmp_path / 'nope'}; `normlab train MODEL --out" in err
+    assert code == 1 and f"no run directory {tmp_path / 'nope'}; a run trained into it makes one" in err
     (tmp_path / "empty").mkdir()
     code, _, err = inspect(capsys, tmp_path / "empty")
     assert code == 1 and "is not a run directory: it has no config.toml" in err
@@ -111,6 +111,7 @@ def test_errors_name_the_problem_and_the_fix(tmp_path, capsys):
     (out / "checkpoint.pt").unlink()
     code, _, err = inspect(capsys, out)
     assert code == 1 and f"{out} has no checkpoint.pt: a run writes it at the end of its first epoch" in err
+    assert "resume" not in err, "a run without a checkpoint cannot be resumed: no such advice"
     with pytest.raises(SystemExit):
         main(["inspect", str(out), "--recalibrate", "--num-batches", "0"])
     assert "a positive number of batches, got '0'" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from normlab.experiments.runner import run_experiment
 from normlab.inspect import StatsRecorder, read_stats
 from normlab.train import Interrupted, Trainer, train
 from normlab.train import config as c
-from normlab.train.run import run
+from normlab.run import run
 from trainer_helpers import StopAt, roundtrip
 
 

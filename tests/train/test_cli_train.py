@@ -13,7 +13,7 @@ import torch
 from normlab.cli import main
 from normlab.train import config as c
 from normlab.train.callbacks import load_checkpoint
-from normlab.train.run import run
+from normlab.run import run
 
 pytestmark = pytest.mark.usefixtures("real_fashion_mnist")
 SMALL = ["--train-subset", "1024", "--batch-size", "128", "--quiet", "--seed", "1"]
@@ -142,7 +142,7 @@ def test_divergence_exit_code_and_message(tmp_path, capsys):
     assert main(["train", "mlp", "--lr", "1e30", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert re.search(r"the loss became (nan|inf) at epoch 1, step 2 \(lr 1e\+30\)", err)
-    assert "Lower the learning rate (--lr)" in err and "No epoch had finished, so there is no checkpoint" in err
+    assert "Lower the learning rate (optim.lr)" in err and "No epoch had finished, so there is no checkpoint" in err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -161,7 +161,7 @@ def test_bad_input_lists_the_valid_choices(tmp_path, capsys, argv, message):
 
 def test_resume_errors(tmp_path, capsys):
     assert main(["train", "lenet_bn", "--resume", "--out", str(tmp_path / "nothing")]) == 1
-    assert "--resume found no run to continue" in capsys.readouterr().err
+    assert "found no run to resume" in capsys.readouterr().err
     out = tmp_path / "run"
     assert main(["train", "lenet_bn", "--epochs", "1", "--out", str(out), *SMALL]) == 0
     assert main(["train", "lenet", "--resume", "--out", str(out)]) == 1
@@ -178,7 +178,7 @@ def test_resume_errors(tmp_path, capsys):
 def test_batch_of_one_is_explained(tmp_path, capsys):
     argv = ["train", "lenet_bn", "--train-subset", "129", "--batch-size", "128", "--epochs", "1", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "r")]) == 1
-    assert "--set drop_last=true" in capsys.readouterr().err
+    assert "data.drop_last = true" in capsys.readouterr().err
     assert main([*argv, "--set", "drop_last=true", "--out", str(tmp_path / "r2")]) == 0
 
 

@@ -75,7 +75,7 @@ def test_bad_files(tmp_path):
 
 def test_parse_set():
     assert c.parse_set(["optim.lr=0.5", " epochs = 3"]) == {"optim.lr": "0.5", "epochs": "3"}
-    with pytest.raises(ConfigError, match="--set takes key=value, got 'lr'"):
+    with pytest.raises(ConfigError, match="a setting takes key=value, got 'lr'"):
         c.parse_set(["lr"])
 
 

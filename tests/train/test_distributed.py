@@ -85,7 +85,7 @@ def test_shard_rejects_a_rank_outside_the_world():
 
 def test_batch_size_must_divide_among_the_ranks():
     distributed.check_batch_size(256, distributed.Replica(0, 4))
-    with pytest.raises(ValueError, match=r"--batch-size 250 is the global batch, split evenly among the 4 processes .*"
+    with pytest.raises(ValueError, match=r"batch size 250 is the global batch, split evenly among the 4 processes .*"
                                          r"use a multiple of 4, e.g. 248 or 252"):
         distributed.check_batch_size(250, distributed.Replica(1, 4))
 
@@ -166,7 +166,7 @@ def test_two_nodes_through_a_rendezvous_endpoint_train_as_one_node_with_two_proc
 def test_a_world_size_that_does_not_divide_the_batch_is_refused(tmp_path):
     done = launch(["mlp", "--batch-size", "11", "--epochs", "1", "--out", str(tmp_path / "run")])
     assert done.returncode != 0
-    assert "--batch-size 11 is the global batch, split evenly among the 2 processes" in done.stderr
+    assert "batch size 11 is the global batch, split evenly among the 2 processes" in done.stderr
     assert "e.g. 10 or 12" in done.stderr
 
 
@@ -174,7 +174,7 @@ def test_sync_bn_needs_a_batch_norm_layer(tmp_path, capsys):
     from normlab.cli import main
 
     assert main(["train", "mlp", "--sync-bn", "--epochs", "1", "--out", str(tmp_path / "r")]) == 1
-    assert "--sync-bn: model 'mlp' with this norm has no batch norm layer to synchronize" in capsys.readouterr().err
+    assert "train.sync_bn: model 'mlp' with this norm has no batch norm layer to synchronize" in capsys.readouterr().err
 
 
 def start_ranks(out, epochs):

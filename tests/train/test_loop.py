@@ -146,7 +146,7 @@ def test_a_finite_loss_far_above_the_first_is_divergence(loaders, config):
     assert first and float(first[1]) == pytest.approx(math.log(4), rel=0.2), message
     assert re.match(r"the loss rose to \S+, above the divergence bound \S+ \(100 × the first step's loss "
                     r"\S+; train.diverge_factor\), at epoch 1, step 3 \(lr 0.1\); the run stopped before this "
-                    r"step's update\. Lower the learning rate \(--lr\) and train again\.$", message), message
+                    r"step's update\. Lower the learning rate \(optim.lr\) and train again\.$", message), message
     loss = float(re.match(r"the loss rose to (\S+),", message)[1])
     assert loss > 100 * float(first[1])
     assert len(seen.weights) == 2 and torch.equal(model.linear.weight, seen.weights[-1]), "step 3 updated nothing"
@@ -186,7 +186,7 @@ def test_batch_of_one_with_batch_norm_suggests_drop_last(config):
     from normlab.data import ImageTransform
     train_iter = TensorLoader(x, y, batch_size=16, seed=0, transform=ImageTransform())  # last batch: 1 image
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
-    with pytest.raises(ValueError, match="A training batch of 1 gives batch norm a single value per channel.*drop_last=true"):
+    with pytest.raises(ValueError, match="A training batch of 1 gives batch norm a single value per channel.*drop_last = true"):
         train(model, train_iter, train_iter, config(epochs=1))
 
 
@@ -242,7 +242,7 @@ def test_weight_decay_can_spare_biases_and_norm_parameters(config):
     (dict(optimizer="lbfgs"), "unknown optimizer 'lbfgs'; choose one of: sgd, adam, adamw"),
     (dict(schedule="linear"), "unknown schedule 'linear'; choose one of: none, step, cosine"),
     (dict(init="kaiming"), "unknown init 'kaiming'; choose one of: xavier, torch"),
-    (dict(amp="bf16"), "--amp bf16 needs a CUDA device"),
+    (dict(amp="bf16"), "amp 'bf16' needs a CUDA device"),
     (dict(amp="fp8"), "unknown amp 'fp8'"),
 ])
 def test_bad_settings_list_the_choices(loaders, config, updates, message):
@@ -322,3 +322,10 @@ def test_step_hooks_run_in_order_with_gradients_before_the_update(loaders, confi
     train(model, *loaders(), config(epochs=1), callbacks=[spy])
     assert spy.calls == ["start", "backward", "end"] * 6       # 96 examples, batch 16
     assert not torch.equal(spy.before, model[0].weight)
+
+
+def test_sync_bn_needs_a_model_built_with_sync_batch_norm(loaders, config):
+    """The conversion happens where the model is built (normlab.run.build_model), not in the loop."""
+    with pytest.raises(ValueError, match=r"train.sync_bn is set, but the model has no SyncBatchNorm: build it with "
+                                         r"normlab.run.build_model\(..., sync_bn=True\)"):
+        Trainer(tiny_cnn(), *loaders(), config(sync_bn=True))

@@ -43,8 +43,8 @@ def run_experiment(spec: Spec, scale: str = "full", out: str | Path | None = Non
     runs = expand(spec, scale)
     out = Path(out) if out is not None else default_out(spec, scale)
     if (out / "results.json").is_file() and not resume:
-        raise ExperimentError(f"{out} holds an experiment already; --resume continues it "
-                              "(finished runs are kept), or choose another --out")
+        raise ExperimentError(f"{out} holds an experiment already; resuming continues it "
+                              "(finished runs are kept), or choose another folder")
     index = _new_index(spec, scale, runs)
     todo = []
     for i, run in enumerate(runs):
@@ -88,7 +88,7 @@ def run_state(run_dir: Path, config: RunConfig) -> tuple[str, str | None]:
         changed = cfg.unresumable_changes(cfg.load(run_dir / "config.toml"), config)
         if changed:
             return "conflict", (f"{run_dir} holds a run with another config ({', '.join(changed)} differ); "
-                                "remove it or choose another --out")
+                                "remove it or choose another folder")
     summary = _read_json(run_dir / "summary.json")
     if summary and summary.get("status") in DONE and summary.get("epochs_done", 0) >= config.train.epochs:
         return summary["status"], summary.get("error")
@@ -130,7 +130,7 @@ def _init_worker(threads: int) -> None:
 def execute(config: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """One run; never raises: a failure comes back as {"status": "failed", "error": ...}."""
     from normlab.train.loop import DivergenceError
-    from normlab.train.run import run
+    from normlab.run import run
 
     start = time.perf_counter()
     try:

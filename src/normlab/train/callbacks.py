@@ -82,7 +82,7 @@ def load_checkpoint(path: str | Path, model_name: str | None = None) -> dict[str
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist "
-                                "(a run writes it at the end of its first epoch); start without --resume")
+                                "(a run writes it at the end of its first epoch); start a new run instead")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: name it
@@ -90,7 +90,7 @@ def load_checkpoint(path: str | Path, model_name: str | None = None) -> dict[str
     saved = state.get("config", {}).get("model", {}).get("name")
     if model_name is not None and saved != model_name:
         raise ValueError(f"{path} is a checkpoint of model {saved!r}, not {model_name!r}; "
-                         f"resume with `normlab train {saved} --resume --out {path.parent}` or pick another --out")
+                         f"resume it as model {saved!r}, or give another run directory")
     return state
 
 

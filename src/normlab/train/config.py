@@ -203,7 +203,7 @@ def parse_set(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set takes key=value, got {item!r}")
+            raise ConfigError(f"a setting takes key=value, got {item!r}")
         out[key.strip()] = value.strip()
     return out
 

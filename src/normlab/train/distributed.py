@@ -76,7 +76,7 @@ def process_group(device: str = "auto", timeout_s: float = 600):
     missing = [k for k in ENV if k not in os.environ]
     if missing:
         raise ValueError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set; "
-                         "start distributed runs with torchrun (torchrun --nproc_per_node N -m normlab.cli train ...)")
+                         "start distributed runs with torchrun, which sets them for every process")
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -111,8 +111,8 @@ def check_batch_size(batch_size: int, replica: Replica) -> None:
     if batch_size % replica.world_size:
         below = batch_size - batch_size % replica.world_size
         raise ValueError(
-            f"--batch-size {batch_size} is the global batch, split evenly among the {replica.world_size} processes "
-            f"(torchrun's --nproc_per_node × --nnodes), and {replica.world_size} does not divide it; use a multiple "
+            f"batch size {batch_size} is the global batch, split evenly among the {replica.world_size} processes "
+            f"(torchrun's processes per node × nodes), and {replica.world_size} does not divide it; use a multiple "
             f"of {replica.world_size}, e.g. {below or replica.world_size} or {below + replica.world_size}")
 
 
@@ -146,8 +146,7 @@ def lost_rank_explained(what: str):
         raise RankLostError(
             f"rank {dist.get_rank()} of {dist.get_world_size()} lost contact with the other ranks during {what} "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}). Another process probably "
-            "died: its own log says why. The last checkpoint stays valid; fix the cause and run the same "
-            "command with --resume.") from e
+            "died: its own log says why. The last checkpoint stays valid; fix the cause and resume the run.") from e
 
 
 def _is_collective_error(e: RuntimeError) -> bool:

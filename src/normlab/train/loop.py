@@ -48,7 +48,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name != "auto":
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device; use --device cpu or auto")
+            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device; use device 'cpu' or 'auto'")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -181,7 +181,7 @@ class Trainer:
         seed_everything(config.train.seed)
         init_weights(model, config.train.init)
         if config.train.sync_bn:
-            model = _convert_sync_batchnorm(model, config.model.name)
+            _check_sync_batchnorm(model)
         memory_format = torch.channels_last if config.train.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.forward = self.model
@@ -211,8 +211,8 @@ class Trainer:
         if amp not in dtypes:
             raise ValueError(f"unknown amp {amp!r}; choose one of: none, {', '.join(dtypes)}")
         if self.device.type != "cuda":
-            raise ValueError(f"--amp {amp} needs a CUDA device (autocast), this run is on {self.device}; "
-                             "drop --amp or use --device cuda")
+            raise ValueError(f"amp {amp!r} needs a CUDA device (autocast), this run is on {self.device}; "
+                             "set train.amp to 'none', or train.device to 'cuda'")
         scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         return (lambda: torch.autocast("cuda", dtype=dtypes[amp])), scaler
 
@@ -343,7 +343,7 @@ class Trainer:
         raise DivergenceError(
             f"the loss {what} at epoch {self.epoch + 1}, step {self.step + 1} "
             f"(lr {self.optimizer.param_groups[0]['lr']:.4g}); the run stopped before this step's update. "
-            "Lower the learning rate (--lr) and train again.")
+            "Lower the learning rate (optim.lr) and train again.")
 
     def _reduce_step(self, n: int, loss_sum: float, correct: float) -> tuple[int, float, float]:
         """(examples, loss sum, correct) summed over the ranks, and whether any rank asked to stop."""
@@ -413,15 +413,14 @@ def _ddp(model: nn.Module, device: torch.device, sync_buffers: bool) -> nn.Modul
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **{option: sync_buffers})
 
 
-def _convert_sync_batchnorm(model: nn.Module, name: str) -> nn.Module:
-    """model with every batch norm layer synchronized across ranks (normlab.nn.SyncBatchNorm)."""
-    from normlab.nn import SyncBatchNorm, convert_sync_batchnorm
+def _check_sync_batchnorm(model: nn.Module) -> None:
+    """train.sync_bn asks for batch statistics over all ranks: the model must have been built so."""
+    from normlab.nn import SyncBatchNorm
 
-    model = convert_sync_batchnorm(model)
     if not any(isinstance(m, SyncBatchNorm) for m in model.modules()):
-        raise ValueError(f"--sync-bn: model {name!r} with this norm has no batch norm layer to synchronize; "
-                         "it applies to --norm batch or batch_torch (drop --sync-bn for the others)")
-    return model
+        raise ValueError("train.sync_bn is set, but the model has no SyncBatchNorm: build it with "
+                         "normlab.run.build_model(..., sync_bn=True) or convert it with "
+                         "normlab.nn.convert_sync_batchnorm(model)")
 
 
 @contextlib.contextmanager
@@ -435,7 +434,7 @@ def _explain_single_value_batches(batch_size: int):
         raise ValueError(
             f"{e}. A training batch of {batch_size} gives batch norm a single value per channel, whose "
             "variance is 0. Use a batch size > 1; if only the last batch is that small, drop it with "
-            "--set drop_last=true.") from None
+            "data.drop_last = true.") from None
 
 
 def _point_marks(n_batches: int, per_epoch: int) -> set[int]:

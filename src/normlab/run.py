@@ -7,7 +7,8 @@
                 summary.json     status, final and best metrics, parameters, device, versions
                 stats.jsonl      with train.record_stats: γ/β, running stats, norm inputs, gradient norms
 
-Used by `normlab train` and the experiment runner; neither prints from here.
+Used by `normlab train` and the experiment runner; neither prints from here. It sits above
+normlab.train and normlab.inspect and assembles both (the stats recorder is inspect's).
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from normlab.train.callbacks import Checkpoint, CurvesPlot, MetricsLog, Progress
 from normlab.train.config import ConfigError, RunConfig
 from normlab.train.loop import DivergenceError, History, Interrupted, Trainer
 
+__all__ = ["run", "build_loaders", "build_model", "resume_config", "load_trained", "recalibration_effect",
+           "latest_run", "default_out", "norm_name"]
+
 DATASETS = {**DATASET_CLASSES, "poly": None}  # poly: the seeds' regression task (normlab.data.synthetic)
 
 
@@ -44,14 +48,23 @@ def build_loaders(cfg, seed: int) -> tuple[TensorLoader, TensorLoader]:
                         augment=cfg.augment, augment_shift=cfg.augment_shift)
 
 
-def build_model(cfg, dataset: str) -> torch.nn.Module:
-    """The zoo model that `cfg` (a ModelConfig) names; regression data gets one output."""
+def build_model(cfg, dataset: str, sync_bn: bool = False) -> torch.nn.Module:
+    """The zoo model that `cfg` (a ModelConfig) names; regression data gets one output.
+    sync_bn: its batch norms become normlab.nn.SyncBatchNorm (statistics over all ranks)."""
     from normlab.models import create_model
+    from normlab.nn import SyncBatchNorm, convert_sync_batchnorm
 
     if dataset == "poly" and cfg.name != "mlp":
         raise ConfigError(f"dataset poly (2 features, 1 target) needs model mlp, not {cfg.name!r}")
     shape = {"num_classes": 1, "in_features": 2} if dataset == "poly" else {}
-    return create_model(cfg.name, norm=cfg.norm, norm_position=cfg.norm_position, **shape, **cfg.options)
+    model = create_model(cfg.name, norm=cfg.norm, norm_position=cfg.norm_position, **shape, **cfg.options)
+    if not sync_bn:
+        return model
+    model = convert_sync_batchnorm(model)
+    if not any(isinstance(m, SyncBatchNorm) for m in model.modules()):
+        raise ConfigError(f"train.sync_bn: model {cfg.name!r} with this norm has no batch norm layer to "
+                          "synchronize; it applies to norm batch or batch_torch (turn sync_bn off for the others)")
+    return model
 
 
 def norm_name(config: RunConfig) -> str:
@@ -67,9 +80,33 @@ def default_out(config: RunConfig, root: str | Path = "runs") -> Path:
 
 
 def latest_run(config: RunConfig, root: str | Path = "runs") -> Path | None:
-    """The newest run directory of this model and norm that has a checkpoint (for --resume without --out)."""
+    """The newest run directory of this model and norm that has a checkpoint (what a resume
+    continues when no run directory is named)."""
     runs = sorted(Path(root).glob(f"{config.model.name}-{norm_name(config)}-*/checkpoint.pt"))
     return runs[-1].parent if runs else None
+
+
+def resume_config(out: str | Path | None, model: str | None = None, config_file: str | Path | None = None,
+                  sets: dict[str, Any] | None = None, flags: dict[str, Any] | None = None,
+                  root: str | Path = "runs") -> tuple[RunConfig, Path]:
+    """(config, run directory) to resume: `out`, or else the newest run under `root` of the model
+    and norm that model/config_file/sets/flags resolve to (config_mod.resolve's arguments). The
+    config is the run's own config.toml with `sets` and `flags` applied, which may change only
+    what a resumed run can (config_mod.RESUMABLE: epochs and device)."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    run_dir = Path(out) if out else latest_run(config_mod.resolve(model, config_file, sets, flags), root)
+    if run_dir is None or not (run_dir / "config.toml").is_file():
+        where = run_dir or f"no run directory of this model and norm under {root}/ has a checkpoint"
+        raise ConfigError(f"found no run to resume ({where}); name the run directory, or start a new run")
+    saved = config_mod.load(run_dir / "config.toml")
+    if model and model != saved.model.name:
+        raise ConfigError(f"{run_dir} is a run of model {saved.model.name!r}, not {model!r}")
+    asked = config_mod.override(config_mod.override(saved, sets or {}), flags)
+    changed = config_mod.unresumable_changes(saved, asked)
+    if changed:
+        raise ConfigError(f"a resumed run keeps its config ({run_dir / 'config.toml'}); only "
+                          f"{', '.join(sorted(config_mod.RESUMABLE))} may change, not {', '.join(changed)}")
+    return asked, run_dir
 
 
 def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False,
@@ -89,7 +126,7 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
 def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callbacks, replica) -> tuple[str, Trainer]:
     state = _resume_state(out, config, replica) if resume else None
     torch.manual_seed(config.train.seed)  # the model's own init (init="torch") is seeded too
-    model = build_model(config.model, config.data.dataset)
+    model = build_model(config.model, config.data.dataset, sync_bn=config.train.sync_bn)
     train_iter, test_iter = build_loaders(config.data, config.train.seed)
     recorder = stats_recorder(config, out)  # checks train.record_every before anything is written
     checkpoint = Checkpoint(out / "checkpoint.pt")
@@ -148,19 +185,44 @@ def load_trained(run_dir: str | Path) -> tuple[RunConfig, torch.nn.Module]:
     weights and buffers (loaded with weights_only=True), on the CPU, in eval mode."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"no run directory {run_dir}; `normlab train MODEL --out {run_dir}` makes one")
+        raise FileNotFoundError(f"no run directory {run_dir}; a run trained into it makes one")
     if not (run_dir / "config.toml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: it has no config.toml "
                                 "(`normlab train` and `normlab experiment` write one into every run directory)")
     if not (run_dir / "checkpoint.pt").is_file():
-        raise FileNotFoundError(f"{run_dir} has no checkpoint.pt: a run writes it at the end of its first epoch; "
-                                f"train at least one epoch (`normlab train ... --resume --out {run_dir}` continues it)")
+        raise FileNotFoundError(f"{run_dir} has no checkpoint.pt: a run writes it at the end of its first epoch, "
+                                "and this one stopped before; train it again for at least one epoch")
     config = config_mod.load(run_dir / "config.toml")
     state = load_checkpoint(run_dir / "checkpoint.pt", config.model.name)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, config.data.dataset)
     model.load_state_dict(state["model"])
     return config, model.eval()
+
+
+def recalibration_effect(config: RunConfig, model: torch.nn.Module, method: str = "reset",
+                         num_batches: int | None = None, device: str = "auto") -> dict[str, Any] | None:
+    """Recalibrate `model`'s batch-norm running statistics on its run's training data
+    (normlab.inspect.recalibrate) and evaluate on the test set before and after. Returns
+    {"metric": "test acc" or "test mse", "before", "after", "batches" used, "of" available,
+    "device"}; None when the model has no batch norm with running statistics. The model
+    keeps the new statistics; no file changes."""
+    from normlab.inspect import recalibrate
+    from normlab.inspect.recalibrate import running_stat_layers
+    from normlab.train.loop import evaluate, resolve_device
+
+    if not running_stat_layers(model):
+        return None
+    device = resolve_device(device)
+    model.to(device)
+    train_iter, test_iter = build_loaders(config.data, config.train.seed)
+    regression = config.data.dataset == "poly"
+    before = evaluate(model, test_iter, device, regression=regression)
+    recalibrate(model, train_iter, method, num_batches=num_batches, device=device)
+    after = evaluate(model, test_iter, device, regression=regression)
+    used = len(train_iter) if num_batches is None else min(num_batches, len(train_iter))
+    return {"metric": "test mse" if regression else "test acc", "before": before, "after": after,
+            "batches": used, "of": len(train_iter), "device": device}
 
 
 def stats_recorder(config: RunConfig, out: Path) -> list:
