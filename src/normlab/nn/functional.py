@@ -83,6 +83,15 @@ def _dot_per_channel(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(_reduce_dims(a))
 
 
+def _subtract_product(d: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """d − a·b, in place on d (a fresh tensor of the caller's) in one pass, without a full-size
+    a·b: that temporary made BN-LeNet's training step 1.10-1.28× slower (docs/BENCHMARKS.md).
+    Under functorch transforms the plain formula, since vmap has no rule for addcmul_."""
+    if torch._C._are_functorch_transforms_active():
+        return d - a * b
+    return d.addcmul_(a, b, value=-1)
+
+
 # ---------------------------------------------------------------- forward
 
 def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -157,13 +166,9 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training: bool, needs,
     if needs[0] and training:
         sums = (sum_dy, sum_dy_xhat) if all_sums is None else all_sums(sum_dy, sum_dy_xhat)
         # dy − Σdy/M first, as torch does: exact where dy is nearly constant; then
-        # − x̂·Σdy·x̂/M = −(x − mean)·c with c = invstd·Σdy·x̂/M, then ·γ·invstd
+        # − x̂·Σdy·x̂/M = −(x − mean)·invstd·Σdy·x̂/M, then ·γ·invstd
         dx = dy - view(sums[0] / M)
-        c = view(invstd * sums[1] / M)
-        if torch._C._are_functorch_transforms_active():  # vmap has no rule for addcmul_
-            dx = dx - centred * c
-        else:  # in place, one pass: a full-size temporary fewer, which shows in LeNet's step
-            dx.addcmul_(centred, c, value=-1)
+        dx = _subtract_product(dx, centred, view(invstd * sums[1] / M))
         dx *= view(scale)
     elif needs[0]:
         dx = dy * view(scale)
