@@ -73,9 +73,11 @@ def _dot_per_channel(a: Tensor, b: Tensor) -> Tensor:
     """Σa·b over every dim but the channel dim, for a and b of shape (N, C, *): (C,).
 
     Written as one dot product per row (torch.linalg.vecdot), it needs no full-size temporary
-    a·b; at LeNet's first map that is a fresh 5 MB buffer per call, whose page faults cost more
-    than the arithmetic. Rows: the M values of a channel in 2-D input, each (sample, channel)'s
-    ∏spatial values in contiguous maps; other layouts take the plain formula."""
+    a·b (a fresh 5 MB buffer at LeNet's first map). With plain (a·b).sum for Σ(x − mean)² and
+    Σdy·(x − mean) and a temporary in the backward's last step too, BN-LeNet's training step was
+    1.37× the previous layer's (docs/BENCHMARKS.md). Rows: the M values of a channel in 2-D
+    input, each (sample, channel)'s ∏spatial values in contiguous maps; other layouts take the
+    plain formula."""
     if a.dim() == 2:
         return torch.linalg.vecdot(a, b, dim=0)
     if a.is_contiguous() and b.is_contiguous():
