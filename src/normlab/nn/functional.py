@@ -153,8 +153,8 @@ def _batch_norm_backward(dy, x, weight, mean, invstd, training: bool, needs,
 
     Synchronized batch norm passes `all_sums`, which turns this rank's (Σdy, Σdy·x̂) into the
     sums over every rank's values, and `count`, their number M: ∂L/∂x takes those, while ∂L/∂γ
-    and ∂L/∂β stay this rank's share. Written without in-place updates, so that it can itself
-    be differentiated (create_graph=True)."""
+    and ∂L/∂β stay this rank's share. Its in-place steps touch only tensors it made itself, so
+    autograd can differentiate it too (create_graph=True; gradgradcheck in test_functional.py)."""
     dtype = mean.dtype
     dy, xc = dy.to(dtype), x.to(dtype)
     dims, view = _reduce_dims(x), functools.partial(_per_channel, ndim=x.dim())
