@@ -188,3 +188,29 @@ def test_one_cosine_epoch_of_bn_lenet_reaches_078(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "lenet_bn", "--epochs", "1", "--schedule", "cosine", "--quiet", "--out", str(out)]) == 0
     assert metrics(out)[0]["test_acc"] >= 0.78
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "config key train.epochs must be at least 1, got 0"),
+    (["--epochs", "-2"], "config key train.epochs must be at least 1, got -2"),
+    (["--train-subset", "-5"], "config key data.train_subset must be at least 1, got -5"),
+    (["--train-subset", "0"], "config key data.train_subset must be at least 1, got 0"),
+    (["--batch-size", "0"], "config key data.batch_size must be at least 1, got 0"),
+    (["--lr", "0"], "config key optim.lr must be above 0, got 0.0"),
+    (["--set", "lr=nan"], "config key optim.lr must be above 0, got nan"),
+    (["--set", "label_smoothing=1.5"], "config key optim.label_smoothing must be at least 0 and at most 1, got 1.5"),
+])
+def test_numbers_are_checked_where_they_are_parsed(tmp_path, capsys, args, message):
+    """Issue 19.2: --epochs 0 and -2 used to 'finish', --train-subset -5 trained on 59,995 images
+    and 0 raised ZeroDivisionError. Now each is refused before anything is written."""
+    out = tmp_path / "run"
+    assert main(["train", "lenet", "--out", str(out), "--quiet", *args]) == 1
+    assert f"normlab: error: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_bad_number_in_a_config_file_names_the_file(tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[train]\nepochs = 0\n")
+    assert main(["train", "lenet", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 1
+    assert f"{recipe}: config key train.epochs must be at least 1, got 0" in capsys.readouterr().err

@@ -134,8 +134,39 @@ def _types(section: str, f: dataclasses.Field) -> tuple[type, ...]:
     return tuple(a for a in args) if args else (hint,)
 
 
+# The numbers a field takes, checked wherever a value is parsed (a config file, --set, the CLI's
+# flags, a study's spec): key -> (lowest, whether the lowest itself is allowed, highest or None).
+# record_every, diverge_factor and max_loss are checked where they are used, with their own words.
+LIMITS = {
+    "data.batch_size": (1, True, None), "data.resize": (1, True, None), "data.train_subset": (1, True, None),
+    "data.test_subset": (1, True, None), "data.augment_shift": (0, True, None),
+    "optim.lr": (0, False, None), "optim.momentum": (0, True, None), "optim.weight_decay": (0, True, None),
+    "optim.step_epochs": (1, True, None), "optim.step_gamma": (0, False, None),
+    "optim.warmup_epochs": (0, True, None), "optim.label_smoothing": (0, True, 1),
+    "train.epochs": (1, True, None), "train.points_per_epoch": (1, True, None),
+}
+
+
+def _check_limits(key: str, value: Any) -> None:
+    if key not in LIMITS or value is None:
+        return
+    low, low_allowed, high = LIMITS[key]
+    too_low = value < low if low_allowed else value <= low
+    if too_low or (high is not None and value > high) or value != value:  # value != value: NaN
+        bound = f"{'at least' if low_allowed else 'above'} {low}" + (f" and at most {high}" if high is not None else "")
+        raise ConfigError(f"config key {key} must be {bound}, got {value!r}")
+
+
 def coerce(key: str, value: Any) -> Any:
-    """`value` (a TOML value, or a string from `--set`) converted to the type of config field `key`."""
+    """`value` (a TOML value, or a string from `--set`) converted to the type of config field `key`,
+    and checked against the field's LIMITS."""
+    value = _coerce_type(key, value)
+    section, f = _field(key)
+    _check_limits(f"{section}.{f.name}", value)
+    return value
+
+
+def _coerce_type(key: str, value: Any) -> Any:
     section, f = _field(key)
     allowed = _types(section, f)
     # "none" is a word for an optional number, but a value for a text field: model.norm = "none" is no norm
