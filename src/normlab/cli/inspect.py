@@ -56,10 +56,10 @@ def _inspect_recalibrate(args, config, model) -> None:
     if effect is None:
         print("--recalibrate: this model has no batch norm with running statistics; nothing to recalibrate")
         return
-    e = effect
-    print(f"recalibrated the batch norms ({args.method}, {e['batches']} of {e['of']} training batches) on "
-          f"{e['device']}:\n  {e['metric']} before {e['before']:.4f}, after {e['after']:.4f} "
-          f"({e['after'] - e['before']:+.4f}); the checkpoint is unchanged")
+    before, after = effect["before"], effect["after"]
+    print(f"recalibrated the batch norms ({args.method}, {effect['batches']} of {effect['of']} training batches) "
+          f"on {effect['device']}:\n  {effect['metric']} before {before:.4f}, after {after:.4f} "
+          f"({after - before:+.4f}); the checkpoint is unchanged")
 
 
 def _positive(text: str) -> int:

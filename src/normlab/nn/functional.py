@@ -99,12 +99,12 @@ def _subtract_product(d: Tensor, a: Tensor, b: Tensor) -> Tensor:
 def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """mean (C,), biased variance (C,) and x − mean (N, C, *) of x (N, C, *), in two passes.
     An empty batch has no statistics: mean 0 and variance 1, which change nothing."""
-    if _values_per_channel(x) == 0:
+    M = _values_per_channel(x)
+    if M == 0:
         return x.new_zeros(x.shape[1]), x.new_ones(x.shape[1]), x.clone()
-    dims = _reduce_dims(x)
-    mean = x.mean(dims)                                  # pass 1: Σx/M
-    centred = x - _per_channel(mean, x.dim())           # x − mean
-    var = _dot_per_channel(centred, centred) / _values_per_channel(x)  # pass 2: Σ(x − mean)²/M
+    mean = x.mean(_reduce_dims(x))                       # pass 1: Σx/M
+    centred = x - _per_channel(mean, x.dim())            # x − mean
+    var = _dot_per_channel(centred, centred) / M         # pass 2: Σ(x − mean)²/M
     return mean, var, centred
 
 

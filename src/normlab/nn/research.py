@@ -196,7 +196,7 @@ class _ChannelNorm(nn.Module):
         if input.dim() < 2 or input.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__} expects input (N, {self.num_features}, *), "
                              f"got {tuple(input.shape)}")
-        M = input.numel() // self.num_features
+        M = F._values_per_channel(input)
         if self.training and M == 1:
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
                              f"training, got input size {tuple(input.shape)}")

@@ -98,7 +98,7 @@ def _global_stats(x: Tensor, group) -> tuple[Tensor, Tensor, Tensor, int]:
     """mean and biased variance per channel over the values of every rank (float64, (C,)),
     this rank's x − mean_r (a full-size buffer to reuse) and M, the global count per channel."""
     C = x.shape[1]
-    n = x.numel() // C
+    n = F._values_per_channel(x)
     mean_r, var_r, centred = F._batch_stats(x)  # an empty batch gives mean 0, var 1
     mine = torch.cat([x.new_full((1,), n, dtype=torch.float64),
                       mean_r.to(torch.float64), var_r.to(torch.float64) * n])

@@ -329,14 +329,11 @@ class Trainer:
         if math.isfinite(loss):
             if self.first_loss is None:
                 self.first_loss = loss
-            if cfg.max_loss is not None:
-                bound, source = cfg.max_loss, "train.max_loss"
-            else:
-                bound = cfg.diverge_factor * self.first_loss
-                source = (f"{cfg.diverge_factor:g} × the first step's loss {self.first_loss:.4g}; "
-                          "train.diverge_factor")
+            bound = cfg.max_loss if cfg.max_loss is not None else cfg.diverge_factor * self.first_loss
             if not (bound > 0 and loss > bound):
-                return
+                return  # every sane step ends here: the message below is made only for a divergence
+            source = ("train.max_loss" if cfg.max_loss is not None else
+                      f"{cfg.diverge_factor:g} × the first step's loss {self.first_loss:.4g}; train.diverge_factor")
             what = f"rose to {loss:.4g}, above the divergence bound {bound:.4g} ({source}),"
         else:
             what = f"became {loss}"
