@@ -19,8 +19,11 @@ def fabricate(folder, runs, metrics=("test_acc", "best_test_acc", "train_loss", 
         lines = [json.dumps({"epoch": i + 1, "test_acc": acc, "train_loss": loss, "train_acc": 0.5,
                              "examples_per_sec": rate, "epoch_seconds": 2.0}) for i, (acc, loss, rate) in enumerate(epochs)]
         (run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+        error = "loss is nan" if status == "diverged" else None
+        (run_dir / "summary.json").write_text(json.dumps({"status": status, "epochs_done": len(epochs),
+                                                          "epochs": len(epochs), "error": error}))
         entries.append({"name": name, "group": group, "variant": group, "point": {}, "seed": seed,
-                        "dir": f"runs/{name}", "status": status, "error": "loss is nan" if status == "diverged" else None})
+                        "dir": f"runs/{name}", "status": status, "error": error})
     index = {"name": "made_up", "description": "Fabricated.", "spec": "none", "scale": "quick",
              "metrics": list(metrics), "regression": False, "runs": entries}
     (folder / "results.json").write_text(json.dumps(index))

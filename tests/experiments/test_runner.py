@@ -1,9 +1,13 @@
 """The runner: one run directory per run, finished runs skipped, unfinished ones resumed, failures recorded."""
 import json
+import os
+import socket
 
 import pytest
 
-from normlab.experiments.runner import ExperimentError, run_experiment
+from normlab._io import exclusive_lock
+from normlab.experiments import expand
+from normlab.experiments.runner import ExperimentError, execute, refresh_index, run_experiment, shard_runs
 
 
 def quiet(_):
@@ -79,3 +83,64 @@ def test_parallel_jobs_give_the_same_numbers_as_one_job(tmp_path, poly_spec):
     for e in index["runs"]:
         one, two = ((tmp_path / d / e["dir"] / "metrics.jsonl").read_text().splitlines() for d in ("one", "two"))
         assert [json.loads(x)["train_loss"] for x in one] == [json.loads(x)["train_loss"] for x in two]
+
+
+def test_shards_split_the_runs_and_fill_one_index(tmp_path, poly_spec):
+    spec = poly_spec(seeds=[0, 1, 2])  # 6 runs
+    names = [r.name for r in expand(spec)]
+    shards = [[r.name for r in shard_runs(expand(spec), (k, 4))] for k in (1, 2, 3, 4)]
+    assert shards == [names[0::4], names[1::4], names[2::4], names[3::4]]
+    assert shards[0] == ["none-seed0", "bn-seed1"]  # a mix of variants
+    lines = []
+    run_experiment(spec, out=tmp_path, shard=(2, 4), log=lines.append)
+    assert lines[0].startswith("experiment tiny (full): shard 2/4: 2 of 6 runs, 0 already done, 2 to run")
+    assert {e["name"]: e["status"] for e in index_of(tmp_path)["runs"]} == {
+        n: ("finished" if n in shards[1] else "pending") for n in names}
+    for k in (1, 3, 4):
+        run_experiment(spec, out=tmp_path, shard=(k, 4), log=quiet)
+    index = index_of(tmp_path)
+    assert [e["status"] for e in index["runs"]] == ["finished"] * 6  # no shard lost another's entries
+    assert all(e["seconds"] > 0 and e["resumed"] is False for e in index["runs"])
+
+
+def test_a_shard_that_does_not_exist(poly_spec):
+    with pytest.raises(ExperimentError, match="shard 5/4 does not exist: shards are numbered 1 to 4"):
+        shard_runs(expand(poly_spec()), (5, 4))
+
+
+def test_a_run_that_another_process_trains_is_left_to_it(tmp_path, poly_spec):
+    run_experiment(poly_spec(seeds=[0], epochs=1), out=tmp_path, log=quiet)
+    lock = tmp_path / "runs/bn-seed0/run.lock"
+    (tmp_path / "runs/bn-seed0/summary.json").unlink()  # as if it were still training
+    lines = []
+    with exclusive_lock(lock):  # another process (another shard, a second --resume) trains it
+        run_experiment(poly_spec(seeds=[0], epochs=2), out=tmp_path, resume=True, log=lines.append)
+        entry = index_of(tmp_path)["runs"][1]
+        assert (entry["status"], entry["holder"]) == ("running", f"pid {os.getpid()} on {socket.gethostname()}")
+    assert "1 running elsewhere, 1 to run" in lines[0] and len(lines) == 2
+    assert "none-seed0: finished, resumed from its checkpoint" in lines[1]
+    assert refresh_index(tmp_path)["runs"][1]["status"] == "stopped"  # its trainer was gone: resume continues it
+    index = run_experiment(poly_spec(seeds=[0], epochs=2), out=tmp_path, resume=True, log=quiet)
+    assert [e["status"] for e in index["runs"]] == ["finished", "finished"]
+    assert "holder" not in index["runs"][1] and index["runs"][1]["resumed"] is True
+
+
+def test_a_run_whose_lock_is_taken_meanwhile_is_skipped(tmp_path, poly_spec):
+    run = expand(poly_spec(seeds=[0]))[0]
+    with exclusive_lock(tmp_path / "run.lock"):
+        assert execute(run.config, tmp_path) is None
+    assert not (tmp_path / "config.toml").exists()
+    assert execute(run.config, tmp_path)["status"] == "finished"
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "finished"
+
+
+def test_a_damaged_index_is_named_and_rebuilt_from_the_run_directories(tmp_path, poly_spec):
+    run_experiment(poly_spec(seeds=[0]), out=tmp_path, log=quiet)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(ExperimentError, match=r"results.json is damaged \(Expecting property name.*remove it and resume"):
+        run_experiment(poly_spec(seeds=[0]), out=tmp_path, resume=True, log=quiet)
+    (tmp_path / "results.json").unlink()  # the message's advice
+    lines = []
+    index = run_experiment(poly_spec(seeds=[0]), out=tmp_path, resume=True, log=lines.append)
+    assert "2 runs, 2 already done, 0 to run" in lines[0]
+    assert [(e["status"], e["seconds"] > 0) for e in index["runs"]] == [("finished", True)] * 2  # from result.json

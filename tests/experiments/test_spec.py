@@ -50,7 +50,7 @@ def test_scale_overrides_settings_seeds_and_single_variants():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"grdi": {}}, "unknown spec key 'grdi'; valid keys: name, description, seeds, metrics, data, model"),
+    ({"grdi": {}}, "unknown spec key 'grdi'; valid keys: name, description, seeds, metrics, baseline, data, model"),
     ({"optim": {"lrr": 1}}, "unknown config key 'optim.lrr'; valid keys: data.dataset"),
     ({"optimizer": {"lr": 1}}, "unknown spec key 'optimizer'; valid keys"),
     ({"grid": {"lr": 0.5}}, "grid axis 'lr' takes a non-empty list"),
@@ -66,6 +66,7 @@ def test_scale_overrides_settings_seeds_and_single_variants():
     ({"scale": {"quick": {"epoch": 1}}}, r"\[scale.quick\]: unknown config key 'epoch'; valid keys"),
     ({"scale": {"quick": {"seeds": []}}}, r"\[scale.quick\] seeds takes a non-empty list"),
     ({"scale": {"quick": {"variants": {"c": {}}}}}, r"no variant 'c'; the variants are: base"),
+    ({"variants": {"a": {}, "b": {}}, "baseline": "c"}, r"baseline 'c' is not a variant; the variants are: a, b"),
 ])
 def test_spec_errors_name_what_is_valid(data, message):
     with pytest.raises(SpecError, match=message):
@@ -166,3 +167,10 @@ def test_the_specs_behind_docs_results_still_load(path):
         return
     preset = load_spec(spec.name.removesuffix("_cosine"))
     assert spec.variants == preset.variants and spec.seeds == preset.seeds == (0, 1, 2)
+
+
+def test_the_baseline_is_the_first_variant_unless_named():
+    variants = {"a": {}, "b": {"norm": "none"}}
+    assert parse_spec({"variants": variants}).baseline == "a"
+    assert parse_spec({"variants": variants, "baseline": "b"}).baseline == "b"
+    assert parse_spec({}).baseline == "base"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from normlab._io import atomic_write_text
+from normlab.experiments.runner import refresh_index
 from normlab.train.loop import overall_examples_per_sec
 from normlab.plotting import figure, save_figure
 
@@ -168,12 +169,8 @@ def overlay(rows: list[dict[str, Any]], key: str, path: Path, title: str) -> Pat
 
 def write_report(folder: str | Path) -> Path:
     """Rebuild report.md, results.csv and the plots of the experiment in `folder`; returns report.md."""
+    index = refresh_index(folder)   # what every run directory says now: the shards' runs too
     folder = Path(folder)
-    try:
-        index = json.loads((folder / "results.json").read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{folder} holds no results.json; is it an experiment folder "
-                                "(made by `normlab experiment`)?") from None
     rows = summarize(folder, index)
     atomic_write_text(folder / "results.csv", results_csv(rows, index["metrics"]))
     figures = []

@@ -4,6 +4,7 @@
     description = "..."                       one paragraph for the report
     seeds = [0, 1, 2]                         one run per seed for every variant and grid point
     metrics = ["test_acc", "best_test_acc"]   the report's columns (default: by task, see METRICS)
+    baseline = "all"                          the variant the report's verdicts compare against (default: the first)
 
     [data] [model] [optim] [train]            the base run config, as in `normlab train --config`
     [grid]                                    config key -> list of values; the runs cover every combination
@@ -33,7 +34,7 @@ from normlab.train import config as cfg
 from normlab.train.config import ConfigError, RunConfig
 
 PRESETS = Path(__file__).with_name("presets")
-TOP_KEYS = ("name", "description", "seeds", "metrics", "data", "model", "optim", "train",
+TOP_KEYS = ("name", "description", "seeds", "metrics", "baseline", "data", "model", "optim", "train",
             "grid", "variants", "scale")
 SCALES = ("quick", "full")
 SCALE_KEYS = ("seeds", "variants")   # besides config keys
@@ -70,6 +71,11 @@ class Spec:
     metrics: tuple[str, ...] = ()
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""                 # the file it came from, for messages and the report
+    baseline: str = ""               # the variant that the verdicts compare against; "" is the first
+
+    def __post_init__(self):
+        if not self.baseline:
+            object.__setattr__(self, "baseline", next(iter(self.variants)))
 
     def report_metrics(self, regression: bool) -> tuple[str, ...]:
         """The spec's metrics, else the task's defaults (test MSE for the regression task)."""
@@ -133,7 +139,10 @@ def parse_spec(data: dict[str, Any], default_name: str = "experiment", source: s
         _check_scale(scale, overrides, variants)
     spec = Spec(name=str(data.get("name", default_name)), description=str(data.get("description", "")),
                 base=base, grid=grid, variants=variants, seeds=_seeds(data.get("seeds", [0]), "seeds"),
-                metrics=tuple(data.get("metrics", ())), scales=scales, source=source)
+                metrics=tuple(data.get("metrics", ())), scales=scales, source=source,
+                baseline=str(data.get("baseline", "")))
+    if spec.baseline not in variants:
+        raise SpecError(f"baseline {spec.baseline!r} is not a variant; the variants are: {', '.join(variants)}")
     bad = [m for m in spec.metrics if m not in METRICS]
     if bad:
         raise SpecError(f"unknown metric {bad[0]!r}; valid metrics: {', '.join(METRICS)}")
