@@ -6,10 +6,12 @@ import statistics
 
 import pytest
 
-from normlab.experiments.report import mean_std, run_values, write_report
+from normlab.experiments.report import mean_std, read_metrics, run_values, write_report
+from normlab.experiments.runner import run_experiment
+from normlab.experiments.verdicts import welch
 
 
-def fabricate(folder, runs, metrics=("test_acc", "best_test_acc", "train_loss", "examples_per_sec")):
+def fabricate(folder, runs, metrics=("test_acc", "best_test_acc", "train_loss", "examples_per_sec"), baseline=None):
     """runs: (group, seed, status, [(test_acc, train_loss, examples_per_sec) per epoch])."""
     entries = []
     for group, seed, status, epochs in runs:
@@ -25,7 +27,7 @@ def fabricate(folder, runs, metrics=("test_acc", "best_test_acc", "train_loss", 
         entries.append({"name": name, "group": group, "variant": group, "point": {}, "seed": seed,
                         "dir": f"runs/{name}", "status": status, "error": error})
     index = {"name": "made_up", "description": "Fabricated.", "spec": "none", "scale": "quick",
-             "metrics": list(metrics), "regression": False, "runs": entries}
+             "metrics": list(metrics), "regression": False, "runs": entries, "baseline": baseline}
     (folder / "results.json").write_text(json.dumps(index))
 
 
@@ -69,3 +71,36 @@ def test_run_values_for_regression_and_empty_runs():
 def test_report_of_a_folder_that_is_no_experiment(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no results.json"):
         write_report(tmp_path)
+
+
+def test_verdicts_against_the_baseline_variant(tmp_path):
+    fabricate(tmp_path, [
+        ("none", 0, "finished", [(0.70, 1.0, 1000)]), ("none", 1, "finished", [(0.74, 1.0, 1000)]),
+        ("none", 2, "finished", [(0.72, 1.0, 1000)]),
+        ("bn", 0, "finished", [(0.80, 0.5, 1000)]), ("bn", 1, "finished", [(0.82, 0.5, 1000)]),
+        ("bn", 2, "finished", [(0.84, 0.5, 1000)]),
+        ("gn", 0, "finished", [(0.81, 0.5, 1000)]), ("gn", 1, "diverged", [(0.10, 2.3, 1000)]),
+    ], baseline="bn")
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Verdicts: final test acc against `bn`" in report
+    # 0.82 ± t(0.975, 2)·0.02/√3 = ± 0.0497; Δ = −0.10 ± t(0.975, 4)·0.0163 = ± 0.0453, p = 0.0036
+    assert "| none | 3 | 0.720 ± 0.020 | [0.670, 0.770] | -0.100 | [-0.145, -0.055] | 0.004 | separable |" in report
+    assert "| bn | 3 | 0.820 ± 0.020 | [0.770, 0.870] | baseline |  |  |  |" in report
+    assert "| gn | 1 | 0.810 | – | – |  |  | needs 2 seeds on each side |" in report
+    none, bn, gn = rows(tmp_path)["none"], rows(tmp_path)["bn"], rows(tmp_path)["gn"]
+    assert float(none["test_acc_diff"]) == pytest.approx(-0.10) and float(none["test_acc_p"]) == pytest.approx(0.0036, abs=1e-4)
+    assert (none["test_acc_verdict"], bn["test_acc_verdict"], gn["test_acc_verdict"]) == ("separable", "baseline", "")
+    assert float(bn["test_acc_ci_low"]) == pytest.approx(0.82 - 4.302653 * 0.02 / 3 ** 0.5)
+
+
+def test_a_regression_study_gets_verdicts_on_test_mse(tmp_path, poly_spec):
+    run_experiment(poly_spec(seeds=[0, 1, 2]), out=tmp_path, log=lambda _: None)   # baseline: the first, none
+    write_report(tmp_path)
+    mse = {v: [read_metrics(tmp_path / f"runs/{v}-seed{s}")[-1]["test_mse"] for s in range(3)] for v in ("none", "bn")}
+    verdict = welch(mse["bn"], mse["none"])
+    bn = rows(tmp_path)["bn"]
+    assert float(bn["test_mse_diff"]) == pytest.approx(verdict.diff) and float(bn["test_mse_p"]) == pytest.approx(verdict.p)
+    assert bn["test_mse_verdict"] == verdict.label and rows(tmp_path)["none"]["test_mse_verdict"] == "baseline"
+    report = (tmp_path / "report.md").read_text()
+    assert "## Verdicts: final test MSE against `none`" in report and "test_acc" not in (tmp_path / "results.csv").read_text()

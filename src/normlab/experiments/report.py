@@ -9,6 +9,11 @@ count; the table says how many of each group's runs that is. Per run, from metri
     examples_per_sec                              over all epochs: n / Σ(1/rate), the harmonic mean
     epoch_seconds                                 the mean over epochs
 
+Verdicts (verdicts.py) for the score, test accuracy or test MSE: per group the 95% confidence
+interval of the mean over seeds, and against the baseline variant at the same grid point (the spec's
+`baseline`, else its first variant) the difference with its 95% interval, Welch's p and
+"separable" / "not separable".
+
 The plots draw, per group, the mean over seeds against epoch with a band from the lowest to the
 highest seed (test accuracy or test MSE, and train loss).
 """
@@ -23,12 +28,14 @@ from typing import Any
 
 from normlab._io import atomic_write_text
 from normlab.experiments.runner import refresh_index
+from normlab.experiments.verdicts import LEVEL, confidence_interval, welch
 from normlab.train.loop import overall_examples_per_sec
 from normlab.plotting import figure, save_figure
 
 LABELS = {"test_acc": "final test acc", "best_test_acc": "best test acc", "test_mse": "final test MSE",
           "best_test_mse": "best test MSE", "train_loss": "final train loss", "train_acc": "final train acc",
           "examples_per_sec": "examples/sec", "epoch_seconds": "seconds/epoch"}
+SCORES = ("test_acc", "test_mse")   # the metrics that get verdicts
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -82,7 +89,23 @@ def summarize(folder: Path, index: dict[str, Any]) -> list[dict[str, Any]]:
             row["values"].setdefault(key, []).append(value)
     for row in groups.values():
         row["stats"] = {key: mean_std(row["values"].get(key, [])) for key in index["metrics"]}
-    return list(groups.values())
+    rows = list(groups.values())
+    add_verdicts(rows, index.get("baseline") or (rows[0]["variant"] if rows else ""))
+    return rows
+
+
+def add_verdicts(rows: list[dict[str, Any]], baseline: str) -> None:
+    """Per row and score: row["ci"][key] and, against the baseline variant's row at the same grid
+    point, row["verdicts"][key] (None where either side has fewer than two seeds)."""
+    for row in rows:
+        base = next((r for r in rows if r["variant"] == baseline and r["point"] == row["point"]), None)
+        row["baseline"] = base["group"] if base else None
+        row["ci"], row["verdicts"] = {}, {}
+        for key in SCORES:
+            values = row["values"].get(key, [])
+            row["ci"][key] = confidence_interval(values)
+            if base is not None and base is not row:
+                row["verdicts"][key] = welch(values, base["values"].get(key, []))
 
 
 def _fmt(key: str, value: float | None) -> str:
@@ -102,17 +125,71 @@ def _cell(key: str, stat: tuple[float | None, float | None]) -> str:
     return _fmt(key, mean) + (f" ± {_fmt(key, std)}" if std is not None else "")
 
 
+def scores(rows: list[dict[str, Any]]) -> list[str]:
+    """The scores that some finished run has: test_acc for classifiers, test_mse for regression."""
+    return [key for key in SCORES if any(row["values"].get(key) for row in rows)]
+
+
+def _verdict_fields(row: dict[str, Any], key: str) -> list[Any]:
+    """ci_low, ci_high, diff, diff_ci_low, diff_ci_high, p, verdict: "" where there is none."""
+    ci, verdict = row["ci"][key] or ("", ""), row["verdicts"].get(key)
+    if verdict is None:
+        return [*ci, "", "", "", "", "baseline" if row["group"] == row["baseline"] else ""]
+    return [*ci, verdict.diff, *verdict.interval, verdict.p, verdict.label]
+
+
 def results_csv(rows: list[dict[str, Any]], metrics: list[str]) -> str:
     axes = list(dict.fromkeys(k for row in rows for k in row["point"]))
+    judged = scores(rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["group", "variant", *axes, "runs", "finished",
-                     *[f"{m}_{s}" for m in metrics for s in ("mean", "std")]])
+                     *[f"{m}_{s}" for m in metrics for s in ("mean", "std")],
+                     *[f"{m}_{s}" for m in judged for s in ("ci_low", "ci_high", "diff", "diff_ci_low",
+                                                              "diff_ci_high", "p", "verdict")]])
     for row in rows:
         stats = [("" if v is None else repr(v)) for m in metrics for v in row["stats"][m]]
+        verdicts = [repr(v) if isinstance(v, float) else v for m in judged for v in _verdict_fields(row, m)]
         writer.writerow([row["group"], row["variant"], *[json.dumps(row["point"].get(a)) for a in axes],
-                         row["runs"], row["finished"], *stats])
+                         row["runs"], row["finished"], *stats, *verdicts])
     return buf.getvalue()
+
+
+def verdict_table(rows: list[dict[str, Any]], key: str, baseline: str) -> list[str]:
+    """The report's verdict section for one score: CI per group, Δ against the baseline, Welch's p."""
+    level = f"{LEVEL:.0%}"
+    lines = [f"## Verdicts: {LABELS[key]} against `{baseline}`", "",
+             f"Mean ± std and the {level} confidence interval of the mean over seeds; Δ is the group's mean "
+             f"minus the baseline's at the same grid point, with its {level} interval and p of Welch's t-test "
+             f"(scipy); {'higher' if key == 'test_acc' else 'lower'} is better. \"separable\": p < {1 - LEVEL:.2g}; "
+             f"\"not separable\": the seeds cannot tell the two apart.",
+             "", f"| group | seeds | mean ± std | {level} CI | Δ | {level} CI of Δ | p | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        ci, verdict = row["ci"][key], row["verdicts"].get(key)
+        cells = [row["group"], str(len(row["values"].get(key, []))), _cell(key, mean_std(row["values"].get(key, []))),
+                 f"[{_fmt(key, ci[0])}, {_fmt(key, ci[1])}]" if ci else "–"]
+        if row["group"] == row["baseline"]:
+            cells += ["baseline", "", "", ""]
+        elif row["baseline"] is None:
+            cells += ["–", "", "", f"no `{baseline}` run at this point"]
+        elif verdict is None:
+            cells += ["–", "", "", "needs 2 seeds on each side"]
+        else:
+            low, high = verdict.interval
+            cells += [_signed(key, verdict.diff), f"[{_signed(key, low)}, {_signed(key, high)}]",
+                      _fmt_p(verdict.p), verdict.label]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _signed(key: str, value: float) -> str:
+    text = _fmt(key, value)
+    return text if text.startswith("-") else "+" + text
+
+
+def _fmt_p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def report_markdown(index: dict[str, Any], rows: list[dict[str, Any]], figures: list[str]) -> str:
@@ -128,6 +205,8 @@ def report_markdown(index: dict[str, Any], rows: list[dict[str, Any]], figures: 
     for row in rows:
         cells = " | ".join(_cell(m, row["stats"][m]) for m in metrics)
         lines.append(f"| {row['group']} | {row['finished']}/{row['runs']} | {cells} |")
+    for key in scores(rows):
+        lines += [""] + verdict_table(rows, key, index.get("baseline") or rows[0]["variant"])
     problems = [e for e in index["runs"] if e["status"] not in ("finished",)]
     if problems:
         lines += ["", "Runs that did not finish:", ""]
