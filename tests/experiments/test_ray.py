@@ -116,3 +116,19 @@ def test_ray_needs_its_flag_and_no_jobs(tmp_path, capsys):
     assert "--cpus-per-run and --gpus-per-run are Ray's task shares; use them with --ray" in capsys.readouterr().err
     with pytest.raises(Exception, match="a Ray task needs a positive CPU share"):
         engine(cpus=0)
+    with socket.socket() as s:                                 # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["experiment", str(spec), "--out", str(tmp_path / "exp"), "--ray", f"127.0.0.1:{port}"]) == 1
+    assert (f"no Ray cluster answers at 127.0.0.1:{port} (Connection refused); start its head there with "
+            "`ray start --head --port PORT`, or check the address") in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()
+
+
+def test_without_the_ray_package_the_error_names_the_extra(tmp_path, monkeypatch, capsys):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(SPEC)
+    monkeypatch.setitem(sys.modules, "ray", None)   # import ray raises ImportError, as when it is not installed
+    assert main(["experiment", str(spec), "--out", str(tmp_path / "exp"), "--ray"]) == 1
+    assert "running on Ray needs the ray package: pip install 'normlab[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()                  # nothing written: the same command works once it is installed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,17 @@ def engine(address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, ret
         raise ExperimentError(f"a Ray task needs a positive CPU share and no negative GPU share or "
                               f"retry count, got cpus {cpus}, gpus {gpus}, retries {retries}")
 
+    try:  # here, before the experiment folder is written
+        import ray
+    except ImportError:
+        raise ExperimentError("running on Ray needs the ray package: pip install 'normlab[ray]'") from None
+
+    if address:
+        _check_reachable(address)
+
     def run_on_ray(todo: list[Run], out: Path) -> Iterator[tuple[Run, dict[str, Any] | None]]:
         if not todo:
             return
-        try:
-            import ray
-        except ImportError:
-            raise ExperimentError("running on Ray needs the ray package: pip install 'normlab[ray]'") from None
         env = {name: os.environ[name] for name in FORWARDED if name in os.environ}
         ray.init(address=address or None, logging_level=logging.WARNING, log_to_driver=False,
                  runtime_env={"env_vars": env} if env else None)
@@ -56,6 +61,18 @@ def engine(address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, ret
         finally:
             ray.shutdown()
     return run_on_ray
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail at once on a HOST:PORT where no Ray head listens (ray.init would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():  # ray://... (Ray Client), "auto": ray.init decides
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ExperimentError(f"no Ray cluster answers at {address} ({e.strerror or e}); start its head there "
+                              "with `ray start --head --port PORT`, or check the address") from None
 
 
 def _task(config, run_dir: str, cpus: float) -> dict[str, Any] | None:
