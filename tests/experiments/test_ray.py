@@ -16,23 +16,10 @@ import pytest
 pytest.importorskip("ray", reason="the ray extra (pip install 'normlab[ray]'); the test extra includes it")
 
 from normlab.cli import main
-from normlab.experiments import expand, load_spec, parse_spec
+from normlab.experiments import expand, load_spec
 from normlab.experiments.ray_engine import engine
 from normlab.experiments.runner import execute, run_experiment
 
-SPEC = """name = "tiny"
-seeds = [0, 1]
-[data]
-dataset = "poly"
-[model]
-name = "mlp"
-[train]
-epochs = 2
-device = "cpu"
-[variants]
-none = { norm = "none" }
-bn = { norm = "batch" }
-"""
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +49,8 @@ def losses(run_dir):
     return [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_every_run_is_a_task_on_the_cluster(tmp_path, ray_address, capsys):
-    spec, out = tmp_path / "tiny.toml", tmp_path / "exp"
-    spec.write_text(SPEC)
+def test_every_run_is_a_task_on_the_cluster(tmp_path, ray_address, capsys, poly_spec_file):
+    spec, out = poly_spec_file(), tmp_path / "exp"
     assert main(["experiment", str(spec), "--out", str(out), "--ray", ray_address]) == 0
     printed = capsys.readouterr().out
     assert "experiment tiny (full): 4 runs, 0 already done, 4 to run -> " in printed
@@ -78,9 +64,8 @@ def test_every_run_is_a_task_on_the_cluster(tmp_path, ray_address, capsys):
 
 
 @pytest.mark.slow   # a fresh worker process imports torch again: about 30 s on 2 cores
-def test_a_run_on_a_lost_worker_is_retried_from_its_checkpoint(tmp_path, ray_address):
-    spec = parse_spec({"name": "long", "data": {"dataset": "poly"}, "model": {"name": "mlp"},
-                       "train": {"epochs": 8, "device": "cpu", "points_per_epoch": 1}, "seeds": [0]})
+def test_a_run_on_a_lost_worker_is_retried_from_its_checkpoint(tmp_path, ray_address, poly_spec):
+    spec = poly_spec(variants={"base": {}}, seeds=[0], epochs=8)
     out, run_dir = tmp_path / "exp", tmp_path / "exp/runs/base-seed0"
     killed = []
 
@@ -107,9 +92,8 @@ def test_a_run_on_a_lost_worker_is_retried_from_its_checkpoint(tmp_path, ray_add
     assert losses(run_dir) == losses(tmp_path / "alone")
 
 
-def test_ray_needs_its_flag_and_no_jobs(tmp_path, capsys):
-    spec = tmp_path / "tiny.toml"
-    spec.write_text(SPEC)
+def test_ray_needs_its_flag_and_no_jobs(tmp_path, capsys, poly_spec_file):
+    spec = poly_spec_file()
     assert main(["experiment", str(spec), "--ray", "--jobs", "2"]) == 1
     assert "--jobs does not apply with --ray" in capsys.readouterr().err
     assert main(["experiment", str(spec), "--cpus-per-run", "2"]) == 1
@@ -125,9 +109,8 @@ def test_ray_needs_its_flag_and_no_jobs(tmp_path, capsys):
     assert not (tmp_path / "exp").exists()
 
 
-def test_without_the_ray_package_the_error_names_the_extra(tmp_path, monkeypatch, capsys):
-    spec = tmp_path / "tiny.toml"
-    spec.write_text(SPEC)
+def test_without_the_ray_package_the_error_names_the_extra(tmp_path, monkeypatch, capsys, poly_spec_file):
+    spec = poly_spec_file()
     monkeypatch.setitem(sys.modules, "ray", None)   # import ray raises ImportError, as when it is not installed
     assert main(["experiment", str(spec), "--out", str(tmp_path / "exp"), "--ray"]) == 1
     assert "running on Ray needs the ray package: pip install 'normlab[ray]'" in capsys.readouterr().err

@@ -10,21 +10,6 @@ from normlab.experiments import expand, load_spec
 
 SCRIPT = Path(__file__).parents[2] / "docs" / "slurm_study.sh"
 NORMLAB = Path(sys.executable).with_name("normlab")
-SPEC = """name = "tiny"
-seeds = [0, 1]
-[data]
-dataset = "poly"
-[model]
-name = "mlp"
-[train]
-epochs = 2
-device = "cpu"
-points_per_epoch = 1
-[variants]
-none = { norm = "none" }
-bn = { norm = "batch" }
-ln = { norm = "layer" }
-"""
 
 
 def array_task(task_id, first, last, *args):
@@ -35,9 +20,9 @@ def array_task(task_id, first, last, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def test_an_array_of_three_tasks_fills_one_folder(tmp_path):
-    spec, out = tmp_path / "tiny.toml", tmp_path / "shared" / "tiny"
-    spec.write_text(SPEC)
+def test_an_array_of_three_tasks_fills_one_folder(tmp_path, poly_spec_file):
+    spec = poly_spec_file(variants={"none": {"norm": "none"}, "bn": {"norm": "batch"}, "ln": {"norm": "layer"}})
+    out = tmp_path / "shared" / "tiny"
     tasks = [array_task(i, 0, 2, spec, out) for i in (0, 1, 2)]      # sbatch --array=0-2: shards 1/3 to 3/3
     logs = [task.communicate(timeout=300)[0] for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0, 0], logs
