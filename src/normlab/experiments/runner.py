@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from normlab.train.config import RunConfig
 DONE = ("finished", "diverged")   # outcomes that a rerun would only repeat
 INDEX, RESULT, RUN_LOCK = "results.json", "result.json", "run.lock"
 LOCK_WAIT = 2.0   # seconds a run waits for its lock: `lock_holder` may hold it for an instant
+PARENT_POLL = 1.0  # seconds between a pool worker's checks that its parent is alive
 
 
 class ExperimentError(ValueError):
@@ -93,9 +95,12 @@ def run_experiment(spec: Spec, scale: str = "full", out: str | Path | None = Non
     done = 0
     for run, result in engine(todo, out):
         done += 1
-        if result is None:
-            log(f"[{done}/{len(todo)}] {run.name}: skipped, another process trains it "
-                f"({lock_holder(out / 'runs' / run.name / RUN_LOCK) or 'it has just finished'})")
+        if result is None:  # another process holds the run, or has just finished it
+            fields, _ = observe(out / "runs" / run.name)
+            entry = _record(out, run.name, fields)
+            log(f"[{done}/{len(todo)}] {run.name}: skipped, " + (
+                f"another process trains it ({fields['holder']})" if fields["status"] == "running"
+                else f"another process trained it: {_describe(entry)}"))
             continue
         entry = _record(out, run.name, result)
         index["runs"] = [entry if e["name"] == run.name else e for e in index["runs"]]
@@ -215,7 +220,8 @@ def _in_processes(todo: list[Run], out: Path, jobs: int) -> Iterator[tuple[Run, 
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+    with cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                                initargs=(threads, os.getpid())) as pool:
         futures = {pool.submit(execute, run.config, out / "runs" / run.name): run for run in todo}
         for future in cf.as_completed(futures):
             try:
@@ -225,14 +231,24 @@ def _in_processes(todo: list[Run], out: Path, jobs: int) -> Iterator[tuple[Run, 
             yield futures[future], result
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     import torch
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with(parent: int) -> None:
+    """Stop this pool worker once `parent` is gone (killed with SIGKILL, it cannot stop its pool), so
+    that no run goes on training for nobody; the run's lock dies with it and its checkpoint stays."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
 
 
 def execute(config: RunConfig, run_dir: Path) -> dict[str, Any] | None:
     """Train one run while holding its lock: resumed from its checkpoint when it has one. Returns the
-    result that it also writes to run_dir/result.json, or None when another process holds the run.
+    result that it also writes to run_dir/result.json, or None when another process holds the run
+    or has finished it meanwhile.
     Never raises for the run's own failure: that comes back as {"status": "failed", "error": ...}."""
     try:
         with exclusive_lock(run_dir / RUN_LOCK, timeout=LOCK_WAIT):
@@ -246,8 +262,10 @@ def _execute(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     from normlab.train.loop import DivergenceError
 
     state, detail = run_state(run_dir, config)
-    if state in DONE or state == "conflict":  # another process finished it meanwhile, or it is not this run
-        return {"status": "failed" if state == "conflict" else state, "error": detail}
+    if state in DONE:  # another process finished it meanwhile
+        return None
+    if state == "conflict":  # the directory holds another run
+        return {"status": "failed", "error": detail}
     (run_dir / RESULT).unlink(missing_ok=True)
     start = time.perf_counter()
     try:
