@@ -1,11 +1,14 @@
 """Shared fixtures: every test sees an empty cache and no $NORMLAB_DATA unless it sets them; tiny
-learnable image runs (`loaders`, `config`) for the trainer and inspection tests."""
+learnable image runs (`loaders`, `config`) for the trainer and inspection tests; small experiments
+on the regression task (`poly_spec`, `poly_spec_file`)."""
 import os
 
 import pytest
+import tomli_w
 import torch
 
 from normlab.data import ImageTransform, TensorLoader
+from normlab.experiments import parse_spec
 from normlab.train import RunConfig
 from normlab.train.config import override
 
@@ -54,4 +57,28 @@ def config():
     def make(**updates):
         base = {"epochs": 3, "lr": 0.1, "device": "cpu", "seed": 0, "batch_size": 16}
         return override(RunConfig(), {**base, **updates})
+    return make
+
+
+def poly(variants=None, seeds=(0, 1), epochs=2, **extra):
+    """A small experiment on the synthetic regression task: no data files, under a second a run."""
+    return {"name": "tiny", "data": {"dataset": "poly"}, "model": {"name": "mlp"},
+            "train": {"epochs": epochs, "device": "cpu", "points_per_epoch": 1},
+            "variants": variants or {"none": {"norm": "none"}, "bn": {"norm": "batch"}},
+            "seeds": list(seeds), **extra}
+
+
+@pytest.fixture
+def poly_spec():
+    """poly(...) as a Spec."""
+    return lambda **kw: parse_spec(poly(**kw))
+
+
+@pytest.fixture
+def poly_spec_file(tmp_path):
+    """poly(...) written to tmp_path/tiny.toml, as a user's spec file; returns the path."""
+    def make(**kw):
+        path = tmp_path / "tiny.toml"
+        path.write_text(tomli_w.dumps(poly(**kw)))
+        return path
     return make

@@ -17,6 +17,20 @@ from typing import IO
 
 
 @contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError inside names `path` when the system did not: a failed read or write (a full disk,
+    an I/O error) names no file, and the user would not know which."""
+    try:
+        yield
+    except OSError as e:
+        raise _named(e, path) from e
+
+
+def _named(e: OSError, path: str | os.PathLike) -> OSError:
+    return OSError(e.errno, e.strerror, str(path)) if e.filename is None and e.errno is not None else e
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary sibling of `path` for writing; on success it replaces `path`.
 
@@ -32,6 +46,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise _named(e, path) from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

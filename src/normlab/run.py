@@ -12,7 +12,9 @@ normlab.train and normlab.inspect and assembles both (the stats recorder is insp
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -31,7 +33,10 @@ from normlab.train.config import ConfigError, RunConfig
 from normlab.train.loop import DivergenceError, History, Interrupted, Trainer
 
 __all__ = ["run", "build_loaders", "build_model", "resume_config", "load_trained", "recalibration_effect",
-           "latest_run", "default_out", "norm_name"]
+           "latest_run", "default_out", "norm_name", "check_out", "RUN_FILES"]
+
+# what a run writes into its directory; a fresh run replaces them all
+RUN_FILES = ("curves.png", "metrics.jsonl", "checkpoint.pt", "config.toml", "summary.json", "stats.jsonl")
 
 DATASETS = {**DATASET_CLASSES, "poly": None}  # poly: the seeds' regression task (normlab.data.synthetic)
 
@@ -124,6 +129,8 @@ def run(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = 
 
 
 def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callbacks, replica) -> tuple[str, Trainer]:
+    if replica.is_main:
+        check_out(out)  # before the data loads
     state = _resume_state(out, config, replica) if resume else None
     torch.manual_seed(config.train.seed)  # the model's own init (init="torch") is seeded too
     model = build_model(config.model, config.data.dataset, sync_bn=config.train.sync_bn)
@@ -132,14 +139,14 @@ def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callback
     checkpoint = Checkpoint(out / "checkpoint.pt")
     callbacks = list(extra_callbacks)
     if replica.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.toml", config_mod.dumps(config))
         title = f"{config.model.name}, norm {norm_name(config)}, lr {config.optim.lr}"
         callbacks = [ProgressBar(disable=True if quiet else None), MetricsLog(out / "metrics.jsonl"),
                      *recorder, checkpoint, CurvesPlot(out / "curves.png", title), *callbacks]
-    trainer = Trainer(model, train_iter, test_iter, config, callbacks)
+    trainer = Trainer(model, train_iter, test_iter, config, callbacks)  # a device that is not there fails here
     if state is not None:
         trainer.load_state_dict(state)
+    if replica.is_main:  # the run starts: only now is its directory written
+        start_run_dir(out, config, fresh=state is None)
     status, error = "finished", None
     try:
         trainer.run()
@@ -151,6 +158,11 @@ def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callback
         status, error = "diverged", str(e)
     except distributed.RankLostError as e:
         status, error = "failed", str(e)
+    except OSError as e:  # a full disk, a lost mount: the last good checkpoint stays, the summary says why
+        if replica.is_main:
+            with contextlib.suppress(OSError):
+                write_summary(out / "summary.json", config, trainer, "failed", f"{type(e).__name__}: {e}")
+        raise
     finally:
         for callback in callbacks:
             if isinstance(callback, ProgressBar):
@@ -163,6 +175,28 @@ def _run(config: RunConfig, out: Path, resume: bool, quiet: bool, extra_callback
     if error is not None:
         raise DivergenceError(error)
     return status, trainer
+
+
+def check_out(out: Path, what: str = "run directory") -> None:
+    """Fail at once, before anything loads, when `out` cannot become a `what` (a file is in the way,
+    or the place is not writable)."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, so it cannot be the {what}; choose another path")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{existing} is a file, so no {what} can be made at {out}; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{existing} is not writable, so the {what} {out} cannot be written; "
+                              "choose a place you can write to")
+
+
+def start_run_dir(out: Path, config: RunConfig, fresh: bool) -> None:
+    """Make `out` ready for the run that starts now: a fresh run removes an earlier run's files (the
+    CLI asks for --overwrite first), and half-written temporaries of a killed process go."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob(".*.part"), *([out / name for name in RUN_FILES] if fresh else [])]:
+        stale.unlink(missing_ok=True)
+    atomic_write_text(out / "config.toml", config_mod.dumps(config))
 
 
 def _resume_state(out: Path, config: RunConfig, replica) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class EpochPrinter:
 def cmd_train(args) -> int:
     from normlab.train import distributed
 
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     config, out = _train_config(args)
     with distributed.process_group(config.train.device) as replica:
         # in a function of its own, so that the trainer (a DDP model holds the group) is gone
@@ -72,6 +74,9 @@ def _train_in_group(args, config, out, replica) -> int:
     from normlab.train.loop import DivergenceError
 
     out = out or Path(args.out or run_mod().default_out(config))
+    run_mod().check_out(out)  # a file, or a place this user cannot write: said now, before the data loads
+    if not args.resume:
+        _check_new_run_dir(out, args.overwrite)
     say = print if replica.is_main else (lambda *a, **k: None)  # rank 0 speaks for the job
     ranks = f", {replica.world_size} processes" if replica.distributed else ""
     say(f"training {config.model.name} (norm {run_mod().norm_name(config)}) on {config.data.dataset}: "
@@ -100,12 +105,17 @@ def _train_in_group(args, config, out, replica) -> int:
     return 0
 
 
-RUN_FILES = ("curves.png", "metrics.jsonl", "checkpoint.pt", "config.toml", "summary.json", "stats.jsonl")
+def _check_new_run_dir(out: Path, overwrite: bool) -> None:
+    """A new run goes into a new or empty directory, or replaces a run there with --overwrite."""
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "a run" if (out / "config.toml").is_file() else "files"
+        raise ValueError(f"{out} holds {what} already; continue it with --resume, replace it with --overwrite, "
+                         "or choose another --out")
 
 
 def _run_files(out: Path) -> list[str]:
     """The files a run writes that `out` holds: curves.png is missing without matplotlib."""
-    return [name for name in RUN_FILES if (out / name).is_file()]
+    return [name for name in run_mod().RUN_FILES if (out / name).is_file()]
 
 
 def _print_book_lines(trainer) -> None:
@@ -183,6 +193,8 @@ def add_parser(commands) -> None:
                    help="override a config key, e.g. optim.lr=0.5 or width_divisor in model.options={width_divisor=8}")
     p.add_argument("--out", help="run directory (default: runs/MODEL-NORM-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (default: the newest of this model)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds (its files are removed "
+                   "when the new run starts); without it an existing run directory is refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     p.set_defaults(func=cmd_train)
     models = commands.add_parser("models", help="the zoo, with each model's book settings",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from normlab._io import atomic_open
+from normlab._io import atomic_open, naming
 from normlab._tqdm import tqdm
 from normlab.data.idx import CorruptFileError, DataError, decompress, parse_idx
 from normlab.data.loader import ImageTransform, TensorLoader
@@ -167,7 +167,8 @@ def verified_content(path: Path, resource: Resource, verify: bool = True) -> tup
     Raises ChecksumError naming the file when neither the file's MD5 (the official .gz) nor
     the MD5 of its content matches.
     """
-    raw = path.read_bytes()
+    with naming(path):
+        raw = path.read_bytes()
     content = decompress(raw, path) if path.suffix == ".gz" else raw
     if not verify:
         return content, "not verified"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normlab._io import atomic_write_bytes
+from normlab._io import atomic_write_bytes, naming
 
 # IDX dtype code -> big-endian numpy dtype
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -57,7 +57,8 @@ def decompress(data: bytes, name: str | os.PathLike = "<bytes>") -> bytes:
 
 def read_bytes(path: str | os.PathLike) -> bytes:
     """The file's content, decompressed when its name ends in `.gz`."""
-    data = Path(path).read_bytes()
+    with naming(path):
+        data = Path(path).read_bytes()
     return decompress(data, path) if Path(path).suffix == ".gz" else data
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from normlab._io import atomic_write_text
-from normlab.experiments.runner import refresh_index
+from normlab.experiments.runner import ExperimentError, refresh_index
 from normlab.experiments.verdicts import LEVEL, confidence_interval, welch
 from normlab.train.loop import overall_examples_per_sec
 from normlab.plotting import figure, save_figure
@@ -42,7 +42,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise ExperimentError(f"{path} is damaged (line {e.lineno}: {e.msg}); remove the run's directory "
+                              f"{run_dir} and resume the experiment to train the run again") from None
 
 
 def run_values(epochs: list[dict[str, Any]]) -> dict[str, float]:

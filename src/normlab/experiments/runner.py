@@ -36,6 +36,7 @@ from typing import Any
 
 from normlab._io import Locked, atomic_write_text, exclusive_lock, lock_holder
 from normlab.experiments.spec import Run, Spec, expand
+from normlab.run import check_out
 from normlab.train import config as cfg
 from normlab.train.config import RunConfig
 
@@ -72,6 +73,7 @@ def run_experiment(spec: Spec, scale: str = "full", out: str | Path | None = Non
     runs = expand(spec, scale)
     mine = shard_runs(runs, shard)
     out = Path(out) if out is not None else default_out(spec, scale)
+    check_out(out, "experiment folder")
     if (out / INDEX).is_file() and not resume and shard is None:
         raise ExperimentError(f"{out} holds an experiment already; resuming continues it "
                               "(finished runs are kept), or choose another folder")
@@ -124,10 +126,13 @@ def _read_index(out: Path) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
+        index = json.loads(text)
+        if not (isinstance(index, dict) and isinstance(index.get("runs"), list)):
+            raise ValueError("it has no list of runs")
+    except ValueError as e:  # json.JSONDecodeError too
         raise ExperimentError(f"{out / INDEX} is damaged ({e}); remove it and resume the experiment: the "
                               "index is rebuilt from the run directories, and finished runs are kept") from None
+    return index
 
 
 def _write_index(out: Path, index: dict[str, Any]) -> None:
@@ -149,6 +154,8 @@ def refresh_index(out: str | Path) -> dict[str, Any]:
     """Bring every entry of the index in `out` up to date with its run directory (the shards' results
     too) and write it back; returns it. `normlab experiment report` calls this first."""
     out = Path(out)
+    if out.is_file():
+        raise NotADirectoryError(f"{out} is a file, not an experiment folder; give the folder that holds results.json")
     if not (out / INDEX).is_file():
         raise FileNotFoundError(f"{out} holds no {INDEX}; is it an experiment folder "
                                 "(made by `normlab experiment`)?")

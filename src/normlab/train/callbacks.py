@@ -10,6 +10,7 @@ complete file, never half of one.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import signal
 import warnings
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from normlab import __version__
-from normlab._io import atomic_open, atomic_write_text
+from normlab._io import atomic_write_bytes, atomic_write_text
 from normlab._tqdm import tqdm
 from normlab.train import config as config_mod
 
@@ -69,8 +70,9 @@ class Checkpoint:
     def save(self, trainer) -> Path:
         state = trainer.state_dict()
         state.update(config=config_mod.to_dict(trainer.config), normlab_version=__version__)
-        with atomic_open(self.path, "wb") as f:
-            torch.save(state, f)
+        buffer = io.BytesIO()  # serialized first: torch.save on a full disk fails with a RuntimeError, a write with ENOSPC
+        torch.save(state, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
         return self.path
 
     def on_epoch_end(self, trainer, metrics) -> None:

@@ -13,6 +13,7 @@ out of the file (TOML has no null) and reads back as its default, None.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -147,7 +148,12 @@ LIMITS = {
 }
 
 
+DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")   # train.device: what resolve_device knows
+
+
 def _check_limits(key: str, value: Any) -> None:
+    if key == "train.device" and not DEVICES.fullmatch(value):
+        raise ConfigError(f"config key train.device takes auto, cpu, cuda, cuda:N or mps, got {value!r}")
     if key not in LIMITS or value is None:
         return
     low, low_allowed, high = LIMITS[key]
