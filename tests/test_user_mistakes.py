@@ -2,6 +2,7 @@
 and lose nothing (issue 19): existing runs, paths that cannot be written, damaged files, a full disk."""
 import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -137,9 +138,10 @@ def test_a_full_disk_at_checkpoint_time_keeps_the_last_good_checkpoint():
     """A 350 KB tmpfs holds epoch 1's files (a 207 KB checkpoint) but not a second checkpoint beside
     it. The run stops with one line; once there is room (remounted larger), --resume finishes it."""
     args = " ".join(SMALL)
-    done = in_a_tmpfs(f'"{NORMLAB}" train {args} --epochs 3 --out run >/dev/null; echo "exit $?"; ls -A run; cat run/summary.json; '
-                      f'mount -o remount,size=4m "$D" && "{NORMLAB}" train lenet_bn --resume --out run --quiet '
-                      f'>/dev/null && cat run/metrics.jsonl', size="350k")
+    done = in_a_tmpfs(f'"{NORMLAB}" train {args} --epochs 3 --out run >/dev/null; echo "exit $?"; ls -A run; '
+                      f'cat run/summary.json; mount -o remount,size=4m "$D" && '
+                      f'"{NORMLAB}" train lenet_bn --resume --out run --quiet >/dev/null && cat run/metrics.jsonl',
+                      size="350k")
     err = done.stderr.strip().splitlines()
     assert err == ["normlab: error: run/checkpoint.pt: No space left on device; the disk is full: free space, "
                    "then continue with --resume (the last good checkpoint is kept)"], done.stderr
@@ -151,6 +153,38 @@ def test_a_full_disk_at_checkpoint_time_keeps_the_last_good_checkpoint():
     assert summary["status"] == "failed" and "No space left on device" in summary["error"]
     resumed = [json.loads(line) for line in lines[lines.index("}") + 1:]]
     assert [m["epoch"] for m in resumed] == [1, 2, 3], "resumed from epoch 1's checkpoint"
+
+
+# ---------------------------------------------------------------- 5: a named data location is the only one
+
+@pytest.mark.usefixtures("real_fashion_mnist")   # the system's copy is there to fall back to, and must not be used
+def test_a_data_location_the_user_names_is_the_only_one(tmp_path):
+    missing = tmp_path / "my-data"
+    env = dict(os.environ, NORMLAB_DATA=str(missing))
+    done = subprocess.run([NORMLAB, "train", "lenet_bn", "--out", tmp_path / "r"], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and done.stderr.startswith("normlab: error: Fashion-MNIST (train) not found; looked for ")
+    assert str(missing) in done.stderr and "/usr/share/datasets" not in done.stderr
+    done = subprocess.run([NORMLAB, "data", "summary", "--root", missing], capture_output=True, text=True)
+    assert done.returncode == 1 and str(missing) in done.stderr and "/usr/share/datasets" not in done.stderr
+    done = subprocess.run([NORMLAB, "data", "status"], capture_output=True, text=True, env=dict(env, NORMLAB_DATA=""))
+    assert done.returncode == 1 and done.stderr.startswith("normlab: error: NORMLAB_DATA is set but empty; name the folder")
+
+
+# ---------------------------------------------------------------- 6: a damaged checkpoint
+
+def test_a_damaged_checkpoint_is_called_damaged_with_the_way_out(tmp_path):
+    out = tmp_path / "run"
+    assert subprocess.run([NORMLAB, "train", *POLY, "--epochs", "1", "--out", out]).returncode == 0
+    data = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(data[: len(data) // 2])        # a copy cut short
+    for command in (["train", "mlp", "--resume", "--epochs", "2", "--out", out], ["inspect", out]):
+        done = subprocess.run([NORMLAB, *command], capture_output=True, text=True)
+        assert done.returncode == 1 and done.stderr == (
+            f"normlab: error: {out / 'checkpoint.pt'} is damaged: it is not the zip archive that torch.save writes "
+            "(truncated, or another kind of file). normlab writes a checkpoint whole or not at all, so this one was "
+            "changed after it was written (a disk error, a copy cut short): restore it from a copy, or train the "
+            "run again\n"), command
+        assert "weights_only" not in done.stderr
 
 
 # ---------------------------------------------------------------- 7: half-written temporaries

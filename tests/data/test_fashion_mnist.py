@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from normlab.data import (FASHION_MNIST, MNIST, ChecksumError, CorruptFileError, DatasetNotFoundError,
+from normlab.data import (FASHION_MNIST, MNIST, ChecksumError, CorruptFileError, DataError, DatasetNotFoundError,
                           FashionMNIST, load_dataset)
 from normlab.data.idx import write_idx
 from normlab.data.synthetic import write_idx_dataset
@@ -40,7 +40,7 @@ def test_class_names_are_on_the_class():
     assert len(FashionMNIST.classes) == 10 and MNIST.classes == [str(d) for d in range(10)]
 
 
-def test_lookup_order_root_then_env_then_cache_then_system(tmp_path, monkeypatch):
+def test_lookup_order_root_else_env_else_cache_then_system(tmp_path, monkeypatch):
     dirs = {name: tmp_path / name for name in ("root", "env", "xdg", "system")}
     info = None
     for name, folder in dirs.items():  # the same content everywhere: only the folder tells them apart
@@ -55,6 +55,31 @@ def test_lookup_order_root_then_env_then_cache_then_system(tmp_path, monkeypatch
     assert (cls().folder, cls().source) == (dirs["xdg"] / "normlab" / "fashion-mnist", "cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
     assert (cls().folder, cls().source) == (dirs["system"], "system")
+
+
+def test_a_named_location_is_the_only_one(tmp_path, monkeypatch):
+    """A --root or $NORMLAB_DATA without the files is an error, not a quiet fall-back to the system's
+    copy; and a root with only the training files never mixes them with test files from elsewhere."""
+    info = write_idx_dataset(tmp_path / "system", replace(FASHION_MNIST, system_dirs=(str(tmp_path / "system"),)))
+    cls = tiny_class(info)
+    assert cls().source == "system"
+    for where in ({"root": tmp_path / "missing"}, {"env": tmp_path / "missing"}):
+        if "env" in where:
+            monkeypatch.setenv("NORMLAB_DATA", str(where["env"]))
+        with pytest.raises(DatasetNotFoundError) as raised:
+            cls(where.get("root"))
+        assert str(tmp_path / "missing") in str(raised.value) and str(tmp_path / "system") not in str(raised.value)
+    monkeypatch.delenv("NORMLAB_DATA")
+    half = tmp_path / "half"
+    write_idx_dataset(half, replace(FASHION_MNIST, system_dirs=()))
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (half / name).unlink()
+    assert cls(half, train=True).folder == half
+    with pytest.raises(DatasetNotFoundError, match=r"Fashion-MNIST \(test\) not found"):
+        cls(half, train=False)
+    monkeypatch.setenv("NORMLAB_DATA", " ")
+    with pytest.raises(DataError, match="NORMLAB_DATA is set but empty; name the folder that holds the data, or unset it"):
+        cls()
 
 
 def test_dataset_subfolder_of_a_root_is_found(tmp_path):
@@ -127,10 +152,11 @@ def test_wrong_image_size_and_label_range(tmp_path):
         tiny_class(info)(tmp_path, train=False, verify=False)
 
 
-def test_missing_dataset_lists_places_and_fixes(tmp_path):
+def test_missing_dataset_lists_places_and_fixes(tmp_path, monkeypatch):
     cls = tiny_class(replace(FASHION_MNIST, system_dirs=(str(tmp_path / "usr-share"),)))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "mine"))
     with pytest.raises(DatasetNotFoundError) as info:
-        cls(tmp_path / "mine")
+        cls()
     message = str(info.value)
     for needle in ["Fashion-MNIST (train) not found", str(tmp_path / "mine"), str(tmp_path / "usr-share"),
                    "apt-get install dataset-fashion-mnist", "download=True", "NORMLAB_DATA"]:

@@ -171,7 +171,7 @@ def test_resume_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="is a checkpoint of model 'lenet_bn', not 'vgg'"):
         load_checkpoint(out / "checkpoint.pt", "vgg")
     (out / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="not a readable normlab checkpoint"):
+    with pytest.raises(ValueError, match="checkpoint.pt is damaged: it is not the zip archive that torch.save writes"):
         load_checkpoint(out / "checkpoint.pt")
 
 

@@ -1,13 +1,17 @@
 """Fashion-MNIST (Xiao et al., 2017) and MNIST: locate, verify, download, load.
 
-Lookup order for the IDX files (each folder may hold them directly or in a `fashion-mnist/`
+Where the IDX files are looked for (each folder may hold them directly or in a `fashion-mnist/`
 or `mnist/` subfolder):
 
-    1. an explicit `root`
-    2. $NORMLAB_DATA
-    3. ~/.cache/normlab                      ($XDG_CACHE_HOME/normlab when that is set)
-    4. /usr/share/datasets/fashion-mnist      (Debian's `dataset-fashion-mnist` package)
-    5. a download from the official mirrors, when `download=True`, into the first of 1-3
+    1. an explicit `root`, and only there
+    2. else $NORMLAB_DATA, and only there
+    3. else ~/.cache/normlab ($XDG_CACHE_HOME/normlab when that is set), then
+       /usr/share/datasets/fashion-mnist (Debian's `dataset-fashion-mnist` package)
+    4. a download from the official mirrors, when `download=True`, into the first of 1-3
+
+A location the user names (1 or 2) is the only one: when the files are not there, that is an
+error, not a quiet fall-back to another copy (and never train files from one folder and test
+files from another). An empty $NORMLAB_DATA is an error too.
 
 Every file is verified by MD5 before use. The official checksums are those of the `.gz` files;
 a copy that was re-compressed (Debian's is) or stored uncompressed is verified by the MD5 of
@@ -116,22 +120,26 @@ def cache_dir() -> Path:
 
 
 def data_roots(root: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
-    """The user-writable roots, in lookup order, each with the label `normlab data status` shows."""
-    roots = []
+    """The user-writable roots, in lookup order, each with the label `normlab data status` shows:
+    the one the user names (`root`, else $NORMLAB_DATA), else the cache."""
     if root is not None:
-        roots.append(("root", Path(root)))
-    if os.environ.get("NORMLAB_DATA"):
-        roots.append(("$NORMLAB_DATA", Path(os.environ["NORMLAB_DATA"])))
-    roots.append(("cache", cache_dir()))
-    return roots
+        return [("root", Path(root))]
+    if "NORMLAB_DATA" in os.environ:
+        if not os.environ["NORMLAB_DATA"].strip():
+            raise DataError("NORMLAB_DATA is set but empty; name the folder that holds the data, or unset it "
+                            f"to use the cache ({cache_dir()}) and the system's copy")
+        return [("$NORMLAB_DATA", Path(os.environ["NORMLAB_DATA"]))]
+    return [("cache", cache_dir())]
 
 
 def candidate_dirs(info: DatasetInfo, root=None) -> list[tuple[str, Path]]:
-    """Every folder searched for `info`'s files, in lookup order."""
+    """Every folder searched for `info`'s files, in lookup order: the system's copy only when the
+    user names no location."""
     dirs = []
     for label, base in data_roots(root):
         dirs += [(label, base), (label, base / info.dirname)]
-    dirs += [("system", Path(d)) for d in info.system_dirs]
+    if dirs[0][0] == "cache":
+        dirs += [("system", Path(d)) for d in info.system_dirs]
     return dirs
 
 

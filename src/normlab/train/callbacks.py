@@ -12,8 +12,10 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import pickle
 import signal
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +89,23 @@ def load_checkpoint(path: str | Path, model_name: str | None = None) -> dict[str
                                 "(a run writes it at the end of its first epoch); start a new run instead")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: name it
-        raise ValueError(f"{path}: not a readable normlab checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # a truncated or foreign file: name it, without torch's advice to load it unsafely
+        raise ValueError(f"{path} is damaged: {_why_unreadable(path, e)}. normlab writes a checkpoint whole or "
+                         "not at all, so this one was changed after it was written (a disk error, a copy cut "
+                         "short): restore it from a copy, or train the run again") from None
     saved = state.get("config", {}).get("model", {}).get("name")
     if model_name is not None and saved != model_name:
         raise ValueError(f"{path} is a checkpoint of model {saved!r}, not {model_name!r}; "
                          f"resume it as model {saved!r}, or give another run directory")
     return state
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    if not zipfile.is_zipfile(path):
+        return "it is not the zip archive that torch.save writes (truncated, or another kind of file)"
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds objects beyond tensors and plain values, which a safe load (weights_only=True) refuses"
+    return f"torch cannot read it ({str(error).splitlines()[0][:200]})"
 
 
 class CurvesPlot:
