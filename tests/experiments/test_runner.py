@@ -7,6 +7,7 @@ import pytest
 
 from normlab._io import exclusive_lock
 from normlab.experiments import expand
+from normlab.experiments.report import write_report
 from normlab.experiments.runner import ExperimentError, execute, refresh_index, run_experiment, shard_runs
 
 
@@ -117,6 +118,8 @@ def test_a_run_that_another_process_trains_is_left_to_it(tmp_path, poly_spec):
         run_experiment(poly_spec(seeds=[0], epochs=2), out=tmp_path, resume=True, log=lines.append)
         entry = index_of(tmp_path)["runs"][1]
         assert (entry["status"], entry["holder"]) == ("running", f"pid {os.getpid()} on {socket.gethostname()}")
+        report = write_report(tmp_path).read_text()   # what all processes have done so far, the holder named
+        assert f"- `bn-seed0`: running (pid {os.getpid()} on {socket.gethostname()})" in report
     assert "1 running elsewhere, 1 to run" in lines[0] and len(lines) == 2
     assert "none-seed0: finished, resumed from its checkpoint" in lines[1]
     assert refresh_index(tmp_path)["runs"][1]["status"] == "stopped"  # its trainer was gone: resume continues it

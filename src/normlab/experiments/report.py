@@ -214,8 +214,8 @@ def report_markdown(index: dict[str, Any], rows: list[dict[str, Any]], figures: 
     problems = [e for e in index["runs"] if e["status"] not in ("finished",)]
     if problems:
         lines += ["", "Runs that did not finish:", ""]
-        lines += [f"- `{e['name']}`: {e['status']}" + (f" — {e['error'].splitlines()[0]}" if e.get("error") else "")
-                  for e in problems]
+        lines += [f"- `{e['name']}`: {e['status']}" + (f" ({e['holder']})" if e.get("holder") else "")
+                  + (f" — {e['error'].splitlines()[0]}" if e.get("error") else "") for e in problems]
     lines += [""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
 
