@@ -222,8 +222,12 @@ def report_markdown(index: dict[str, Any], rows: list[dict[str, Any]], figures: 
 
 def overlay(rows: list[dict[str, Any]], key: str, path: Path, title: str) -> Path | None:
     """Mean over seeds per epoch, one line per group, a band from the lowest to the highest seed."""
+    from matplotlib import colormaps
+
     fig = figure(6.0, 4.0)
     ax = fig.add_subplot()
+    if len(rows) > 10:  # the default cycle has 10 colours: a study of more groups would repeat them
+        ax.set_prop_cycle(color=colormaps["tab20"].colors)
     drawn = False
     for row in rows:
         curves = [[e[key] for e in epochs if e.get(key) is not None] for epochs in row["curves"]]
