@@ -133,6 +133,7 @@ def test_an_io_error_on_a_data_file_names_it(capsys, monkeypatch, real_fashion_m
     assert "-ubyte.gz: Input/output error; the disk reported an I/O error: check the disk, or copy the file again" in err
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("real_fashion_mnist")
 def test_a_full_disk_at_checkpoint_time_keeps_the_last_good_checkpoint():
     """A 350 KB tmpfs holds epoch 1's files (a 207 KB checkpoint) but not a second checkpoint beside

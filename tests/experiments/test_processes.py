@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from normlab._io import lock_holder
 
 NORMLAB = Path(sys.executable).with_name("normlab")
@@ -28,6 +30,7 @@ def wait_for(condition, seconds, what):
         time.sleep(0.05)
 
 
+@pytest.mark.slow   # two pool workers that import torch, then a kill
 def test_kill_9_of_the_command_stops_its_workers(tmp_path, poly_spec_file):
     spec, out = poly_spec_file(seeds=[0], epochs=100_000), tmp_path / "exp"   # runs that would train for hours
     command = subprocess.Popen([NORMLAB, "experiment", spec, "--out", out, "--jobs", "2"],

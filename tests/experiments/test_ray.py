@@ -49,6 +49,7 @@ def losses(run_dir):
     return [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow   # a Ray head, and a worker process per task that imports torch
 def test_every_run_is_a_task_on_the_cluster(tmp_path, ray_address, capsys, poly_spec_file):
     spec, out = poly_spec_file(), tmp_path / "exp"
     assert main(["experiment", str(spec), "--out", str(out), "--ray", ray_address]) == 0

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from normlab.experiments import expand, load_spec
 
 SCRIPT = Path(__file__).parents[2] / "docs" / "slurm_study.sh"
@@ -20,6 +22,7 @@ def array_task(task_id, first, last, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow   # three processes that import torch
 def test_an_array_of_three_tasks_fills_one_folder(tmp_path, poly_spec_file):
     spec = poly_spec_file(variants={"none": {"norm": "none"}, "bn": {"norm": "batch"}, "ln": {"norm": "layer"}})
     out = tmp_path / "shared" / "tiny"
