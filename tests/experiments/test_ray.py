@@ -64,7 +64,7 @@ def test_every_run_is_a_task_on_the_cluster(tmp_path, ray_address, capsys, poly_
     assert (out / "report.md").is_file()
 
 
-@pytest.mark.slow   # a fresh worker process imports torch again: about 30 s on 2 cores
+@pytest.mark.slow   # a fresh worker process imports torch again: about 10 s on 2 cores (CI)
 def test_a_run_on_a_lost_worker_is_retried_from_its_checkpoint(tmp_path, ray_address, poly_spec):
     spec = poly_spec(variants={"base": {}}, seeds=[0], epochs=8)
     out, run_dir = tmp_path / "exp", tmp_path / "exp/runs/base-seed0"
