@@ -23,11 +23,9 @@ def naming(path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        raise _named(e, path) from e
-
-
-def _named(e: OSError, path: str | os.PathLike) -> OSError:
-    return OSError(e.errno, e.strerror, str(path)) if e.filename is None and e.errno is not None else e
+        if e.filename is not None or e.errno is None:  # named already, or not the system's error
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 @contextlib.contextmanager
@@ -40,16 +38,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise _named(e, path) from e
+        with naming(path):  # a full disk fails a write, which names no file
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

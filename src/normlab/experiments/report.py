@@ -94,8 +94,13 @@ def summarize(folder: Path, index: dict[str, Any]) -> list[dict[str, Any]]:
     for row in groups.values():
         row["stats"] = {key: mean_std(row["values"].get(key, [])) for key in index["metrics"]}
     rows = list(groups.values())
-    add_verdicts(rows, index.get("baseline") or (rows[0]["variant"] if rows else ""))
+    add_verdicts(rows, baseline_variant(index, rows))
     return rows
+
+
+def baseline_variant(index: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The variant the verdicts compare against: the spec's `baseline` (indexes before it: the first)."""
+    return index.get("baseline") or (rows[0]["variant"] if rows else "")
 
 
 def add_verdicts(rows: list[dict[str, Any]], baseline: str) -> None:
@@ -210,7 +215,7 @@ def report_markdown(index: dict[str, Any], rows: list[dict[str, Any]], figures: 
         cells = " | ".join(_cell(m, row["stats"][m]) for m in metrics)
         lines.append(f"| {row['group']} | {row['finished']}/{row['runs']} | {cells} |")
     for key in scores(rows):
-        lines += [""] + verdict_table(rows, key, index.get("baseline") or rows[0]["variant"])
+        lines += [""] + verdict_table(rows, key, baseline_variant(index, rows))
     problems = [e for e in index["runs"] if e["status"] not in ("finished",)]
     if problems:
         lines += ["", "Runs that did not finish:", ""]
