@@ -16,11 +16,15 @@ NORMLAB = Path(sys.executable).with_name("normlab")
 
 
 def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie that nobody has reaped yet counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    """Whether any thread of process `pid` runs. The leader shows as a zombie while its other threads
+    still exit (and the last of them closes the files, releasing the locks), so every thread counts."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except FileNotFoundError:  # the thread is gone
+            pass
+    return any(state != "Z" for state in states)
 
 
 def wait_for(condition, seconds, what):
